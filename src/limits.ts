@@ -1,0 +1,43 @@
+/**
+ * Every limit of zippy-fs in one place, with the relations between them asserted at load.
+ * Names carry their unit last (`...Bytes`, `...Count`, `...Ms`).
+ */
+import { assert } from './errors.js';
+
+/** Size of one file block; files are cut into blocks of this size. */
+export const blockSizeBytes = 4096;
+/** Default maximum size of one segment file. */
+export const segmentSizeMaxBytesDefault = 64 * 1024 * 1024;
+/** Largest segment size a store may be configured with (offsets are stored as u32). */
+export const segmentSizeMaxBytesLimit = 1024 * 1024 * 1024;
+/** Longest file name in bytes (as ext4). */
+export const nameLengthMaxBytes = 255;
+/** Longest path in bytes (as PATH_MAX). */
+export const pathLengthMaxBytes = 4096;
+/** Longest symlink target in bytes. */
+export const symlinkLengthMaxBytes = 4095;
+/** Longest extended attribute name in bytes (as XATTR_NAME_MAX). */
+export const xattrNameLengthMaxBytes = 255;
+/** Largest extended attribute value in bytes (as XATTR_SIZE_MAX). */
+export const xattrValueSizeMaxBytes = 65536;
+/** Largest file size: 2^43 bytes (8 TiB) keeps block indexes and sizes exact in a JS number. */
+export const fileSizeMaxBytes = 2 ** 43;
+/** Largest number of hard links to one inode. */
+export const linkCountMax = 65000;
+/** Deepest directory nesting walked by any tree walk (explicit stacks are bounded by it). */
+export const treeDepthMax = 2048;
+/** Default block cache size. */
+export const cacheSizeBytesDefault = 64 * 1024 * 1024;
+/** Smallest block cache size a mount accepts. */
+export const cacheSizeBytesMin = 1024 * 1024;
+/** Dirty data older than this is written back by the timer. */
+export const writebackDelayMsDefault = 1000;
+/** LMDB map size (virtual address space reserved; the file grows as needed). */
+export const lmdbMapSizeBytes = 64 * 1024 * 1024 * 1024;
+
+assert(segmentSizeMaxBytesDefault <= segmentSizeMaxBytesLimit, 'default segment size within limit');
+assert(segmentSizeMaxBytesLimit < 2 ** 32, 'segment offsets fit in u32');
+assert(segmentSizeMaxBytesDefault % blockSizeBytes === 0, 'segment size is a multiple of the block size');
+assert(Number.isSafeInteger(fileSizeMaxBytes / blockSizeBytes), 'block indexes are exact numbers');
+assert(cacheSizeBytesDefault >= cacheSizeBytesMin, 'default cache at least the minimum');
+assert(nameLengthMaxBytes < pathLengthMaxBytes, 'a name fits in a path');
