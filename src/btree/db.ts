@@ -1,0 +1,84 @@
+/**
+ * The memory-mapped B+Tree: one LMDB environment (lmdb package) with one named database per
+ * table of keys.ts, all with binary keys and values. One filesystem operation is one call of
+ * `transaction`, which commits synchronously but without fsync (LMDB `noSync`): commits are
+ * visible at once and survive a killed process (they are in the page cache); `sync()` makes
+ * everything committed so far durable, and is called by fsync and by the write-back timer.
+ * Decision and its cost are in docs/ARCHITECTURE.md ("Durability").
+ */
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { fsError } from '../errors.js';
+import { lmdbMapSizeBytes } from '../limits.js';
+import { tableNames, type TableName } from './keys.js';
+
+export type Table = Database<Buffer, Buffer>;
+
+export interface BtreeOptions {
+  readOnly?: boolean;
+}
+
+/** An open LMDB environment with its tables. */
+export class Btree {
+  readonly path: string;
+  private readonly root: RootDatabase<Buffer, Buffer>;
+  private readonly tables: Map<TableName, Table>;
+
+  private constructor(path: string, root: RootDatabase<Buffer, Buffer>, tables: Map<TableName, Table>) {
+    this.path = path;
+    this.root = root;
+    this.tables = tables;
+  }
+
+  /** Opens (creating if absent) the environment in directory `path`. */
+  static open(path: string, options: BtreeOptions = {}): Btree {
+    mkdirSync(path, { recursive: true });
+    let root: RootDatabase<Buffer, Buffer>;
+    try {
+      root = open<Buffer, Buffer>({
+        path,
+        maxDbs: 16,
+        mapSize: lmdbMapSizeBytes,
+        noSync: true,
+        keyEncoding: 'binary',
+        encoding: 'binary',
+        readOnly: options.readOnly ?? false,
+        cache: false,
+      });
+    } catch (e) {
+      throw fsError('CORRUPT', `cannot open LMDB environment: ${(e as Error).message}`, path, e);
+    }
+    const tables = new Map<TableName, Table>();
+    for (const name of Object.keys(tableNames) as TableName[]) {
+      tables.set(name, root.openDB<Buffer, Buffer>({ name: tableNames[name], keyEncoding: 'binary', encoding: 'binary', cache: false }));
+    }
+    return new Btree(path, root, tables);
+  }
+
+  /** The table called `name`. */
+  table(name: TableName): Table {
+    const table = this.tables.get(name);
+    if (table === undefined) throw fsError('ASSERT', `no table ${name}`);
+    return table;
+  }
+
+  /** Runs `action` in one write transaction and commits it (visible at once, durable at sync()). */
+  transaction<T>(action: () => T): T {
+    return this.root.transactionSync(action);
+  }
+
+  /** Makes every committed transaction durable (fsync of the LMDB files). */
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      (this.root as unknown as { sync(cb: (e?: Error) => void): void }).sync((error?: Error) => {
+        if (error) reject(fsError('EIO', `LMDB sync failed: ${error.message}`, this.path, error));
+        else resolve();
+      });
+    });
+  }
+
+  /** Closes the environment. Committed transactions stay committed; call sync() first for durability. */
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}

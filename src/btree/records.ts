@@ -1,0 +1,175 @@
+/**
+ * Value codecs of the LMDB tables (docs/FORMAT.md, "LMDB values"). Each record has fixed
+ * offsets named here once; decode checks the length and version before trusting a byte.
+ */
+import { corrupt } from '../errors.js';
+import { readU64 } from './keys.js';
+
+/** Inode record layout (all big-endian). */
+export const inodeRecord = {
+  versionOffset: 0, // u8: record version (1)
+  flagsOffset: 1, // u8: reserved, 0
+  reservedOffset: 2, // u16: reserved, 0
+  modeOffset: 4, // u32: st_mode (type and permission bits)
+  uidOffset: 8, // u32
+  gidOffset: 12, // u32
+  nlinkOffset: 16, // u32
+  rdevOffset: 20, // u32
+  sizeOffset: 24, // u64: size in bytes
+  atimeOffset: 32, // i64: ns since the epoch
+  mtimeOffset: 40, // i64
+  ctimeOffset: 48, // i64
+  generationOffset: 56, // u64: bumped when the sync layer replaces the content (cache invalidation)
+  fixedBytes: 64, // followed by the symlink target (utf8 bytes) for symlinks
+  version: 1,
+} as const;
+
+/** Attributes of one inode as stored. Times are ns since the epoch. */
+export interface InodeRecord {
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  rdev: number;
+  size: number;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  generation: number;
+  /** Symlink target bytes; empty for other types. */
+  target: Buffer;
+}
+
+export function encodeInode(rec: InodeRecord): Buffer {
+  const L = inodeRecord;
+  const buf = Buffer.alloc(L.fixedBytes + rec.target.length);
+  buf.writeUInt8(L.version, L.versionOffset);
+  buf.writeUInt32BE(rec.mode >>> 0, L.modeOffset);
+  buf.writeUInt32BE(rec.uid >>> 0, L.uidOffset);
+  buf.writeUInt32BE(rec.gid >>> 0, L.gidOffset);
+  buf.writeUInt32BE(rec.nlink >>> 0, L.nlinkOffset);
+  buf.writeUInt32BE(rec.rdev >>> 0, L.rdevOffset);
+  buf.writeBigUInt64BE(BigInt(rec.size), L.sizeOffset);
+  buf.writeBigInt64BE(rec.atimeNs, L.atimeOffset);
+  buf.writeBigInt64BE(rec.mtimeNs, L.mtimeOffset);
+  buf.writeBigInt64BE(rec.ctimeNs, L.ctimeOffset);
+  buf.writeBigUInt64BE(BigInt(rec.generation), L.generationOffset);
+  rec.target.copy(buf, L.fixedBytes);
+  return buf;
+}
+
+export function decodeInode(buf: Buffer, place: string): InodeRecord {
+  const L = inodeRecord;
+  if (buf.length < L.fixedBytes) throw corrupt(`inode record is ${buf.length} bytes, needs ${L.fixedBytes}`, place);
+  const version = buf.readUInt8(L.versionOffset);
+  if (version !== L.version) throw corrupt(`inode record version ${version}, expected ${L.version}`, place);
+  return {
+    mode: buf.readUInt32BE(L.modeOffset),
+    uid: buf.readUInt32BE(L.uidOffset),
+    gid: buf.readUInt32BE(L.gidOffset),
+    nlink: buf.readUInt32BE(L.nlinkOffset),
+    rdev: buf.readUInt32BE(L.rdevOffset),
+    size: readU64(buf, L.sizeOffset),
+    atimeNs: buf.readBigInt64BE(L.atimeOffset),
+    mtimeNs: buf.readBigInt64BE(L.mtimeOffset),
+    ctimeNs: buf.readBigInt64BE(L.ctimeOffset),
+    generation: readU64(buf, L.generationOffset),
+    target: Buffer.from(buf.subarray(L.fixedBytes)),
+  };
+}
+
+/** Dirent value layout: child ino u64 ‖ file type u8 (the S_IFMT bits >> 12). */
+export const direntRecord = { inoOffset: 0, typeOffset: 8, bytes: 9 } as const;
+
+export interface DirentRecord {
+  ino: number;
+  /** (mode & S_IFMT) >> 12 of the child, so readdir needs no inode lookup. */
+  type: number;
+}
+
+export function encodeDirent(rec: DirentRecord): Buffer {
+  const buf = Buffer.allocUnsafe(direntRecord.bytes);
+  buf.writeUInt32BE(Math.floor(rec.ino / 2 ** 32), direntRecord.inoOffset);
+  buf.writeUInt32BE(rec.ino >>> 0, direntRecord.inoOffset + 4);
+  buf.writeUInt8(rec.type, direntRecord.typeOffset);
+  return buf;
+}
+
+export function decodeDirent(buf: Buffer, place: string): DirentRecord {
+  if (buf.length !== direntRecord.bytes) throw corrupt(`dirent record is ${buf.length} bytes, expected ${direntRecord.bytes}`, place);
+  return { ino: readU64(buf, direntRecord.inoOffset), type: buf.readUInt8(direntRecord.typeOffset) };
+}
+
+/** Where a block's bytes live. */
+export const blockPointerKind = {
+  /** In a local segment: `segment`, `offset` of the record, `lengthBytes` of the payload. */
+  segment: 0,
+  /** In an archive of the sync dir: `segment` = catalog archive number, `offset` = block table index. */
+  archive: 1,
+} as const;
+
+/** Block pointer layout: kind u8 ‖ reserved u8 ‖ lengthBytes u16 ‖ segment u32 ‖ offset u32 ‖ blockId 16 bytes. */
+export const blockPointerRecord = {
+  kindOffset: 0,
+  reservedOffset: 1,
+  lengthOffset: 2,
+  segmentOffset: 4,
+  offsetOffset: 8,
+  blockIdOffset: 12,
+  blockIdBytes: 16,
+  bytes: 28,
+} as const;
+
+export interface BlockPointer {
+  kind: number;
+  /** Payload length, 1..4096; bytes past it read as zeros. */
+  lengthBytes: number;
+  segment: number;
+  offset: number;
+  /** Content id used by the sync layer; all zeros when not computed yet. */
+  blockId: Buffer;
+}
+
+/** The all-zero block id: "not computed yet". */
+export const blockIdUnknown = Buffer.alloc(blockPointerRecord.blockIdBytes);
+
+export function encodeBlockPointer(ptr: BlockPointer): Buffer {
+  const L = blockPointerRecord;
+  const buf = Buffer.allocUnsafe(L.bytes);
+  buf.writeUInt8(ptr.kind, L.kindOffset);
+  buf.writeUInt8(0, L.reservedOffset);
+  buf.writeUInt16BE(ptr.lengthBytes, L.lengthOffset);
+  buf.writeUInt32BE(ptr.segment, L.segmentOffset);
+  buf.writeUInt32BE(ptr.offset, L.offsetOffset);
+  ptr.blockId.copy(buf, L.blockIdOffset, 0, L.blockIdBytes);
+  return buf;
+}
+
+export function decodeBlockPointer(buf: Buffer, place: string): BlockPointer {
+  const L = blockPointerRecord;
+  if (buf.length !== L.bytes) throw corrupt(`block pointer is ${buf.length} bytes, expected ${L.bytes}`, place);
+  const kind = buf.readUInt8(L.kindOffset);
+  if (kind !== blockPointerKind.segment && kind !== blockPointerKind.archive) throw corrupt(`block pointer kind ${kind}`, place);
+  const lengthBytes = buf.readUInt16BE(L.lengthOffset);
+  if (lengthBytes < 1 || lengthBytes > 4096) throw corrupt(`block pointer length ${lengthBytes}`, place);
+  return {
+    kind,
+    lengthBytes,
+    segment: buf.readUInt32BE(L.segmentOffset),
+    offset: buf.readUInt32BE(L.offsetOffset),
+    blockId: Buffer.from(buf.subarray(L.blockIdOffset, L.blockIdOffset + L.blockIdBytes)),
+  };
+}
+
+/** u64 value codec (segment usage, counters). */
+export function encodeU64(value: number): Buffer {
+  const buf = Buffer.allocUnsafe(8);
+  buf.writeUInt32BE(Math.floor(value / 2 ** 32), 0);
+  buf.writeUInt32BE(value >>> 0, 4);
+  return buf;
+}
+
+export function decodeU64(buf: Buffer, place: string): number {
+  if (buf.length !== 8) throw corrupt(`u64 value is ${buf.length} bytes`, place);
+  return readU64(buf, 0);
+}

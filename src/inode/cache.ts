@@ -1,0 +1,156 @@
+/**
+ * The block cache: 4 KiB blocks of open and recently used files, bounded in bytes, LRU.
+ * Reads go through it; writes land in it and are marked dirty; the file system writes dirty
+ * blocks back on flush, fsync, release, memory pressure and a timer. Clean blocks of a file
+ * are dropped when another machine changes that file (invalidateFile).
+ *
+ * Invariants: every entry's data is exactly blockSizeBytes long; `bytes` equals
+ * entryCount × blockSizeBytes; a dirty entry is also in its file's dirty set.
+ */
+import { assert } from '../errors.js';
+import { blockSizeBytes } from '../limits.js';
+
+export interface CacheEntry {
+  ino: number;
+  blockIndex: number;
+  data: Buffer;
+  dirty: boolean;
+}
+
+export class BlockCache {
+  readonly capacityBytes: number;
+  private readonly files = new Map<number, Map<number, CacheEntry>>();
+  /** Least recently used first. */
+  private readonly lru = new Set<CacheEntry>();
+  private readonly dirtyByFile = new Map<number, Set<CacheEntry>>();
+  private dirtyCount = 0;
+
+  constructor(capacityBytes: number) {
+    assert(capacityBytes >= blockSizeBytes, `cache capacity ${capacityBytes} below one block`);
+    this.capacityBytes = capacityBytes;
+  }
+
+  get bytes(): number {
+    return this.lru.size * blockSizeBytes;
+  }
+
+  get dirtyBytes(): number {
+    return this.dirtyCount * blockSizeBytes;
+  }
+
+  /** The cached block, marked most recently used, or undefined. */
+  get(ino: number, blockIndex: number): CacheEntry | undefined {
+    const entry = this.files.get(ino)?.get(blockIndex);
+    if (entry !== undefined) {
+      this.lru.delete(entry);
+      this.lru.add(entry);
+    }
+    return entry;
+  }
+
+  /** Inserts (or replaces) a block; `data` must be exactly one block. Does not evict. */
+  put(ino: number, blockIndex: number, data: Buffer, dirty: boolean): CacheEntry {
+    assert(data.length === blockSizeBytes, `cache block of ${data.length} bytes`);
+    let file = this.files.get(ino);
+    if (file === undefined) {
+      file = new Map();
+      this.files.set(ino, file);
+    }
+    const old = file.get(blockIndex);
+    if (old !== undefined) this.remove(old);
+    const entry: CacheEntry = { ino, blockIndex, data, dirty: false };
+    file.set(blockIndex, entry);
+    this.lru.add(entry);
+    if (dirty) this.markDirty(entry);
+    return entry;
+  }
+
+  /** Marks a cached block dirty (it must be written back before it can be evicted). */
+  markDirty(entry: CacheEntry): void {
+    if (entry.dirty) return;
+    entry.dirty = true;
+    this.dirtyCount++;
+    let set = this.dirtyByFile.get(entry.ino);
+    if (set === undefined) {
+      set = new Set();
+      this.dirtyByFile.set(entry.ino, set);
+    }
+    set.add(entry);
+  }
+
+  /** Marks a dirty block clean after it was written back. */
+  markClean(entry: CacheEntry): void {
+    if (!entry.dirty) return;
+    entry.dirty = false;
+    this.dirtyCount--;
+    const set = this.dirtyByFile.get(entry.ino);
+    set?.delete(entry);
+    if (set !== undefined && set.size === 0) this.dirtyByFile.delete(entry.ino);
+  }
+
+  /** Dirty blocks of one file, in block order. */
+  dirtyOf(ino: number): CacheEntry[] {
+    const set = this.dirtyByFile.get(ino);
+    if (set === undefined) return [];
+    return [...set].sort((a, b) => a.blockIndex - b.blockIndex);
+  }
+
+  /** Inodes that have dirty blocks, the one whose oldest block is least recently used first. */
+  dirtyFiles(): number[] {
+    return [...this.dirtyByFile.keys()];
+  }
+
+  /** Drops one block whatever its state (the caller has written it back or wants it gone). */
+  remove(entry: CacheEntry): void {
+    this.markClean(entry);
+    this.lru.delete(entry);
+    const file = this.files.get(entry.ino);
+    if (file?.get(entry.blockIndex) === entry) {
+      file.delete(entry.blockIndex);
+      if (file.size === 0) this.files.delete(entry.ino);
+    }
+  }
+
+  /** Drops blocks of `ino` with index ≥ fromBlockIndex, dirty or not (truncate, delete). */
+  dropFrom(ino: number, fromBlockIndex: number): void {
+    const file = this.files.get(ino);
+    if (file === undefined) return;
+    for (const entry of [...file.values()]) {
+      if (entry.blockIndex >= fromBlockIndex) this.remove(entry);
+    }
+  }
+
+  /** Drops the clean blocks of `ino` (another version of the file arrived). */
+  invalidateFile(ino: number): void {
+    const file = this.files.get(ino);
+    if (file === undefined) return;
+    for (const entry of [...file.values()]) {
+      if (!entry.dirty) this.remove(entry);
+    }
+  }
+
+  /** Evicts clean least-recently-used blocks until the cache fits its capacity; returns how many. */
+  evictClean(): number {
+    let evicted = 0;
+    for (const entry of this.lru) {
+      if (this.bytes <= this.capacityBytes) break;
+      if (entry.dirty) continue;
+      this.remove(entry);
+      evicted++;
+    }
+    return evicted;
+  }
+
+  /** True when dirty blocks take more than half the capacity: time to write back. */
+  underPressure(): boolean {
+    return this.dirtyBytes * 2 > this.capacityBytes;
+  }
+
+  /** Drops everything (the caller has written back what it wanted kept). */
+  clear(): void {
+    this.files.clear();
+    this.lru.clear();
+    this.dirtyByFile.clear();
+    this.dirtyCount = 0;
+  }
+}

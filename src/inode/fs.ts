@@ -1,0 +1,874 @@
+/**
+ * The POSIX layer: files, directories, symlinks, hard links, FIFOs and device nodes,
+ * attributes, extended attributes and sparse files, over the store (LMDB tables + segment
+ * log) and behind the block cache. Everything is addressed by inode number; `resolve` turns
+ * a path into one for the path-based FUSE adapter.
+ *
+ * Invariants kept by every operation:
+ * - one namespace or attribute operation is one LMDB transaction;
+ * - file data reaches the log before the transaction that points at it commits, and a
+ *   file's new size commits together with its blocks (no window where a crash shows zeros
+ *   that were never written);
+ * - a directory holds a ".." entry naming its parent; its nlink is 2 + its subdirectories;
+ * - an inode with nlink 0 that is still open is listed in the orphan table until released.
+ */
+import { statfsSync } from 'node:fs';
+import { assert, fsError } from '../errors.js';
+import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
+import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, xattrKey } from '../btree/keys.js';
+import { blockIdUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
+import { BlockCache, type CacheEntry } from './cache.js';
+import { nameBytes, splitPath } from './names.js';
+import type { Store } from './store.js';
+import { isDir, isLnk, isReg, nowNs, permissionBits, rootIno, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, S_ISVTX, XATTR_CREATE, XATTR_REPLACE, type Attr, type Ctx, type DirEntry, type TimeSpec } from './types.js';
+
+export interface FileSystemOptions {
+  cacheSizeBytes?: number;
+  writebackDelayMs?: number;
+  readOnly?: boolean;
+}
+
+/** Source of block bytes that do not live in the local segments (the sync layer's archives). */
+export interface ExternalBlockReader {
+  readBlock(pointer: BlockPointer, ino: number, blockIndex: number): Buffer;
+}
+
+/** Listener told, inside the committing transaction, which inodes an operation changed. */
+export type ChangeListener = (ino: number) => void;
+
+const dotdot = Buffer.from('..');
+const zeroBlock = Buffer.alloc(blockSizeBytes);
+
+export class FileSystem {
+  readonly store: Store;
+  readonly cache: BlockCache;
+  private readonly readOnly: boolean;
+  /** Latest attributes of files with writes not yet committed (size, times, mode). */
+  private readonly pending = new Map<number, InodeRecord>();
+  private readonly openCounts = new Map<number, number>();
+  private readonly handles = new Map<number, number>();
+  private handleNext = 1;
+  private timer: NodeJS.Timeout | undefined;
+  private changedSinceSync = false;
+  private external: ExternalBlockReader | undefined;
+  private readonly changeListeners: ChangeListener[] = [];
+
+  constructor(store: Store, options: FileSystemOptions = {}) {
+    this.store = store;
+    this.cache = new BlockCache(options.cacheSizeBytes ?? cacheSizeBytesDefault);
+    this.readOnly = options.readOnly ?? false;
+    const delayMs = options.writebackDelayMs ?? writebackDelayMsDefault;
+    if (!this.readOnly) this.freeOrphans();
+    if (delayMs > 0 && !this.readOnly) {
+      this.timer = setInterval(() => this.onTimer(), delayMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Sets the reader for blocks that live in sync-dir archives. */
+  setExternalBlockReader(reader: ExternalBlockReader): void {
+    this.external = reader;
+  }
+
+  /** Registers a listener called inside each transaction with every changed inode. */
+  onChange(listener: ChangeListener): void {
+    this.changeListeners.push(listener);
+  }
+
+  // ---------------------------------------------------------------- lookup and attributes
+
+  /** The inode number of an absolute path. */
+  resolve(path: string): number {
+    let ino = rootIno;
+    for (const part of splitPath(path)) ino = this.lookupIno(ino, part);
+    return ino;
+  }
+
+  /** The parent directory's inode and the last component of an absolute path. */
+  resolveParent(path: string): { parent: number; name: string } {
+    const parts = splitPath(path);
+    const name = parts.pop();
+    if (name === undefined) throw fsError('EBUSY', 'the root has no parent', path);
+    let parent = rootIno;
+    for (const part of parts) parent = this.lookupIno(parent, part);
+    return { parent, name };
+  }
+
+  /** Attributes of the entry `name` in directory `parent`. */
+  lookup(parent: number, name: string): Attr {
+    return this.getattr(this.lookupIno(parent, name));
+  }
+
+  /** Attributes of inode `ino`, including writes not yet committed. */
+  getattr(ino: number): Attr {
+    return toAttr(ino, this.inode(ino));
+  }
+
+  /** Entries of directory `ino`, without "." and "..". */
+  readdir(ino: number): DirEntry[] {
+    this.requireDir(ino);
+    const entries: DirEntry[] = [];
+    const table = this.store.btree.table('dirent');
+    for (const { key, value } of table.getRange(inoPrefixRange(ino))) {
+      const name = direntKeyName(key);
+      if (name.equals(dotdot)) continue;
+      const rec = decodeDirent(value, `dirent of ${ino}`);
+      entries.push({ name: name.toString('utf8'), ino: rec.ino, typeBits: rec.type << 12 });
+    }
+    return entries;
+  }
+
+  /** Target of symlink `ino`. */
+  readlink(ino: number): string {
+    const rec = this.inode(ino);
+    if (!isLnk(rec.mode)) throw fsError('EINVAL', 'not a symlink', `inode ${ino}`);
+    return rec.target.toString('utf8');
+  }
+
+  // ---------------------------------------------------------------- creating names
+
+  /** Creates a regular file, FIFO, socket or device node `name` in `parent`. */
+  mknod(ctx: Ctx, parent: number, name: string, mode: number, rdev = 0): Attr {
+    const type = mode & S_IFMT;
+    if (type === S_IFDIR || type === S_IFLNK) throw fsError('EINVAL', 'mknod of a directory or symlink', name);
+    return this.createNode(ctx, parent, name, (type === 0 ? S_IFREG : type) | (mode & permissionBits), rdev, Buffer.alloc(0));
+  }
+
+  /** Creates directory `name` in `parent`. */
+  mkdir(ctx: Ctx, parent: number, name: string, mode: number): Attr {
+    return this.createNode(ctx, parent, name, S_IFDIR | (mode & permissionBits), 0, Buffer.alloc(0));
+  }
+
+  /** Creates symlink `name` in `parent` pointing at `target`. */
+  symlink(ctx: Ctx, parent: number, name: string, target: string): Attr {
+    const targetBytes = Buffer.from(target, 'utf8');
+    if (targetBytes.length > symlinkLengthMaxBytes) throw fsError('ENAMETOOLONG', `symlink target is ${targetBytes.length} bytes`, name);
+    return this.createNode(ctx, parent, name, S_IFLNK | 0o777, 0, targetBytes);
+  }
+
+  /** Adds a hard link `name` in `parent` to inode `ino`. */
+  link(ctx: Ctx, ino: number, parent: number, name: string): Attr {
+    this.writable();
+    const nameBuf = nameBytes(name);
+    const rec = this.inode(ino);
+    if (isDir(rec.mode)) throw fsError('EPERM', 'hard link to a directory', name);
+    if (rec.nlink >= linkCountMax) throw fsError('EMLINK', `inode ${ino} has ${rec.nlink} links`, name);
+    const parentRec = this.requireDir(parent);
+    void ctx;
+    return this.commit(() => {
+      if (this.direntGet(parent, nameBuf) !== undefined) throw fsError('EEXIST', 'name exists', name);
+      const now = nowNs();
+      rec.nlink++;
+      rec.ctimeNs = now;
+      this.putInode(ino, rec);
+      this.store.btree.table('orphan').removeSync(inoKey(ino));
+      this.direntPut(parent, nameBuf, ino, rec.mode);
+      parentRec.mtimeNs = parentRec.ctimeNs = now;
+      this.putInode(parent, parentRec);
+      return toAttr(ino, rec);
+    });
+  }
+
+  // ---------------------------------------------------------------- removing names
+
+  /** Removes the non-directory `name` from `parent`. */
+  unlink(ctx: Ctx, parent: number, name: string): void {
+    this.writable();
+    const nameBuf = nameBytes(name);
+    this.commit(() => {
+      const parentRec = this.requireDir(parent);
+      const child = this.direntGet(parent, nameBuf);
+      if (child === undefined) throw fsError('ENOENT', 'no such entry', name);
+      const rec = this.inode(child);
+      if (isDir(rec.mode)) throw fsError('EISDIR', 'unlink of a directory', name);
+      this.checkSticky(ctx, parentRec, rec, name);
+      this.store.btree.table('dirent').removeSync(direntKey(parent, nameBuf));
+      const now = nowNs();
+      parentRec.mtimeNs = parentRec.ctimeNs = now;
+      this.putInode(parent, parentRec);
+      this.dropLink(child, rec, now);
+    });
+  }
+
+  /** Removes the empty directory `name` from `parent`. */
+  rmdir(ctx: Ctx, parent: number, name: string): void {
+    this.writable();
+    const nameBuf = nameBytes(name);
+    this.commit(() => {
+      const parentRec = this.requireDir(parent);
+      const child = this.direntGet(parent, nameBuf);
+      if (child === undefined) throw fsError('ENOENT', 'no such entry', name);
+      const rec = this.inode(child);
+      if (!isDir(rec.mode)) throw fsError('ENOTDIR', 'rmdir of a non-directory', name);
+      this.checkSticky(ctx, parentRec, rec, name);
+      if (!this.dirIsEmpty(child)) throw fsError('ENOTEMPTY', 'directory not empty', name);
+      this.removeDir(parent, parentRec, nameBuf, child, rec);
+    });
+  }
+
+  /** Renames `srcName` in `srcParent` to `dstName` in `dstParent`, replacing a compatible target. */
+  rename(ctx: Ctx, srcParent: number, srcName: string, dstParent: number, dstName: string): void {
+    this.writable();
+    const srcBuf = nameBytes(srcName);
+    const dstBuf = nameBytes(dstName);
+    this.commit(() => {
+      const srcParentRec = this.requireDir(srcParent);
+      const dstParentRec = srcParent === dstParent ? srcParentRec : this.requireDir(dstParent);
+      const ino = this.direntGet(srcParent, srcBuf);
+      if (ino === undefined) throw fsError('ENOENT', 'no such entry', srcName);
+      const rec = this.inode(ino);
+      const movingDir = isDir(rec.mode);
+      if (movingDir && srcParent !== dstParent && this.isAncestor(ino, dstParent)) {
+        throw fsError('EINVAL', 'cannot move a directory into itself', dstName);
+      }
+      this.checkSticky(ctx, srcParentRec, rec, srcName);
+      const target = this.direntGet(dstParent, dstBuf);
+      if (target === ino) return; // same inode (or same name): POSIX says do nothing
+      const now = nowNs();
+      if (target !== undefined) this.replaceTarget(ctx, dstParent, dstParentRec, dstBuf, target, movingDir, now);
+      const dirents = this.store.btree.table('dirent');
+      dirents.removeSync(direntKey(srcParent, srcBuf));
+      this.direntPut(dstParent, dstBuf, ino, rec.mode);
+      if (movingDir && srcParent !== dstParent) {
+        dirents.putSync(direntKey(ino, dotdot), encodeDirent({ ino: dstParent, type: S_IFDIR >> 12 }));
+        srcParentRec.nlink--;
+        dstParentRec.nlink++;
+      }
+      rec.ctimeNs = now;
+      this.putInode(ino, rec);
+      srcParentRec.mtimeNs = srcParentRec.ctimeNs = now;
+      dstParentRec.mtimeNs = dstParentRec.ctimeNs = now;
+      this.putInode(srcParent, srcParentRec);
+      if (dstParent !== srcParent) this.putInode(dstParent, dstParentRec);
+    });
+  }
+
+  // ---------------------------------------------------------------- attributes
+
+  /** Sets the permission bits of `ino` (owner or root only). */
+  chmod(ctx: Ctx, ino: number, mode: number): Attr {
+    this.writable();
+    this.flushFile(ino);
+    return this.commit(() => {
+      const rec = this.inode(ino);
+      if (ctx.uid !== 0 && ctx.uid !== rec.uid) throw fsError('EPERM', 'only the owner may chmod', `inode ${ino}`);
+      let bits = mode & permissionBits;
+      if (ctx.uid !== 0 && !isDir(rec.mode) && rec.gid !== ctx.gid) bits &= ~S_ISGID;
+      rec.mode = (rec.mode & S_IFMT) | bits;
+      rec.ctimeNs = nowNs();
+      this.putInode(ino, rec);
+      return toAttr(ino, rec);
+    });
+  }
+
+  /** Changes owner and/or group (-1 leaves one unchanged). Only root gives files away. */
+  chown(ctx: Ctx, ino: number, uid: number, gid: number): Attr {
+    this.writable();
+    this.flushFile(ino);
+    return this.commit(() => {
+      const rec = this.inode(ino);
+      const newUid = uid === -1 ? rec.uid : uid >>> 0;
+      const newGid = gid === -1 ? rec.gid : gid >>> 0;
+      if (ctx.uid !== 0) {
+        if (newUid !== rec.uid) throw fsError('EPERM', 'only root may change the owner', `inode ${ino}`);
+        if (ctx.uid !== rec.uid) throw fsError('EPERM', 'only the owner may change the group', `inode ${ino}`);
+        if (newGid !== rec.gid && newGid !== ctx.gid) throw fsError('EPERM', `not a member of group ${newGid}`, `inode ${ino}`);
+      }
+      if (!isDir(rec.mode) && (uid !== -1 || gid !== -1)) rec.mode = clearSetId(rec.mode);
+      rec.uid = newUid;
+      rec.gid = newGid;
+      rec.ctimeNs = nowNs();
+      this.putInode(ino, rec);
+      return toAttr(ino, rec);
+    });
+  }
+
+  /** Sets access and modification times (ns, "now" or "omit"). */
+  utimens(ctx: Ctx, ino: number, atime: TimeSpec, mtime: TimeSpec): Attr {
+    this.writable();
+    this.flushFile(ino);
+    return this.commit(() => {
+      const rec = this.inode(ino);
+      if (ctx.uid !== 0 && ctx.uid !== rec.uid) {
+        const bothNow = (atime === 'now' || atime === 'omit') && (mtime === 'now' || mtime === 'omit');
+        if (!bothNow) throw fsError('EPERM', 'only the owner may set explicit times', `inode ${ino}`);
+        if (!mayWrite(ctx, rec)) throw fsError('EACCES', 'no write permission to touch', `inode ${ino}`);
+      }
+      const now = nowNs();
+      if (atime !== 'omit') rec.atimeNs = atime === 'now' ? now : atime;
+      if (mtime !== 'omit') rec.mtimeNs = mtime === 'now' ? now : mtime;
+      rec.ctimeNs = now;
+      this.putInode(ino, rec);
+      return toAttr(ino, rec);
+    });
+  }
+
+  /** Sets the size of regular file `ino`; blocks past the end are freed. */
+  truncate(ctx: Ctx, ino: number, size: number): Attr {
+    this.writable();
+    if (!Number.isSafeInteger(size) || size < 0) throw fsError('EINVAL', `bad size ${size}`, `inode ${ino}`);
+    if (size > fileSizeMaxBytes) throw fsError('EFBIG', `size ${size} above ${fileSizeMaxBytes}`, `inode ${ino}`);
+    const current = this.inode(ino);
+    if (isDir(current.mode)) throw fsError('EISDIR', 'truncate of a directory', `inode ${ino}`);
+    if (!isReg(current.mode)) throw fsError('EINVAL', 'truncate of a special file', `inode ${ino}`);
+    this.flushFile(ino);
+    const tail = this.tailBlockAfterTruncate(ino, size);
+    const tailLoc = tail === undefined ? undefined : this.store.log.append([{ ino, blockIndex: tail.blockIndex, payload: tail.payload }])[0];
+    return this.commit(() => {
+      const rec = this.inode(ino);
+      const keepBlockCount = Math.ceil(size / blockSizeBytes);
+      this.freeBlocks(ino, keepBlockCount);
+      if (tail !== undefined && tailLoc !== undefined) this.putBlock(ino, tail.blockIndex, tailLoc);
+      if (rec.size !== size) {
+        rec.size = size;
+        rec.mtimeNs = rec.ctimeNs = nowNs();
+      }
+      if (ctx.uid !== 0) rec.mode = clearSetId(rec.mode);
+      this.putInode(ino, rec);
+      this.cache.dropFrom(ino, keepBlockCount);
+      this.zeroCachedTail(ino, size);
+      return toAttr(ino, rec);
+    });
+  }
+
+  /** Sets extended attribute `name` of `ino`. flags: XATTR_CREATE / XATTR_REPLACE. */
+  setxattr(ino: number, name: string, value: Buffer, flags: number): void {
+    this.writable();
+    const key = xattrKey(ino, xattrName(name));
+    if (value.length > xattrValueSizeMaxBytes) throw fsError('E2BIG', `xattr value is ${value.length} bytes`, name);
+    this.commit(() => {
+      const rec = this.inode(ino);
+      const table = this.store.btree.table('xattr');
+      const exists = table.get(key) !== undefined;
+      if (exists && (flags & XATTR_CREATE) !== 0) throw fsError('EEXIST', 'xattr exists', name);
+      if (!exists && (flags & XATTR_REPLACE) !== 0) throw fsError('ENODATA', 'no such xattr', name);
+      table.putSync(key, Buffer.from(value));
+      rec.ctimeNs = nowNs();
+      this.putInode(ino, rec);
+    });
+  }
+
+  /** Value of extended attribute `name` of `ino`, or ENODATA. */
+  getxattr(ino: number, name: string): Buffer {
+    this.inode(ino);
+    const value = this.store.btree.table('xattr').get(xattrKey(ino, xattrName(name)));
+    if (value === undefined) throw fsError('ENODATA', 'no such xattr', name);
+    return value;
+  }
+
+  /** Names of the extended attributes of `ino`. */
+  listxattr(ino: number): string[] {
+    this.inode(ino);
+    const names: string[] = [];
+    for (const key of this.store.btree.table('xattr').getKeys(inoPrefixRange(ino))) names.push(direntKeyName(key).toString('utf8'));
+    return names;
+  }
+
+  /** Removes extended attribute `name` of `ino`, or ENODATA. */
+  removexattr(ino: number, name: string): void {
+    this.writable();
+    const key = xattrKey(ino, xattrName(name));
+    this.commit(() => {
+      const rec = this.inode(ino);
+      const table = this.store.btree.table('xattr');
+      if (table.get(key) === undefined) throw fsError('ENODATA', 'no such xattr', name);
+      table.removeSync(key);
+      rec.ctimeNs = nowNs();
+      this.putInode(ino, rec);
+    });
+  }
+
+  /** Space figures of the disk that holds the store. */
+  statfs(): { bsize: number; frsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number; favail: number; namemax: number } {
+    const s = statfsSync(this.store.dir);
+    const scale = s.bsize / blockSizeBytes;
+    return {
+      bsize: blockSizeBytes,
+      frsize: blockSizeBytes,
+      blocks: Math.floor(s.blocks * scale),
+      bfree: Math.floor(s.bfree * scale),
+      bavail: Math.floor(s.bavail * scale),
+      files: 2 ** 32,
+      ffree: 2 ** 32 - this.store.inodeCountEstimate(),
+      favail: 2 ** 32 - this.store.inodeCountEstimate(),
+      namemax: nameLengthMaxBytes,
+    };
+  }
+
+  // ---------------------------------------------------------------- open files and data
+
+  /** Opens inode `ino`; returns a handle that keeps the inode alive until release. */
+  open(ino: number): number {
+    this.inode(ino);
+    const fh = this.handleNext++;
+    this.handles.set(fh, ino);
+    this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1);
+    return fh;
+  }
+
+  /** The inode a handle refers to, or EBADF. */
+  handleIno(fh: number): number {
+    const ino = this.handles.get(fh);
+    if (ino === undefined) throw fsError('EBADF', `no open handle ${fh}`);
+    return ino;
+  }
+
+  /** Closes a handle: writes the file back, and frees it if it was unlinked and this was the last handle. */
+  release(fh: number): void {
+    const ino = this.handleIno(fh);
+    this.handles.delete(fh);
+    const count = (this.openCounts.get(ino) ?? 1) - 1;
+    if (count > 0) {
+      this.openCounts.set(ino, count);
+      if (!this.readOnly) this.flushFile(ino);
+      return;
+    }
+    this.openCounts.delete(ino);
+    if (this.readOnly) return;
+    const rec = this.inodeOrUndefined(ino);
+    if (rec !== undefined && rec.nlink === 0) this.commit(() => this.freeInode(ino));
+    else this.flushFile(ino);
+  }
+
+  /** Reads up to `length` bytes at `offset`; holes read as zeros; short at end of file. */
+  read(ino: number, offset: number, length: number): Buffer {
+    const rec = this.inode(ino);
+    if (isDir(rec.mode)) throw fsError('EISDIR', 'read of a directory', `inode ${ino}`);
+    if (offset < 0 || length < 0) throw fsError('EINVAL', `bad read range ${offset}+${length}`, `inode ${ino}`);
+    const end = Math.min(offset + length, rec.size);
+    if (end <= offset) return Buffer.alloc(0);
+    const out = Buffer.allocUnsafe(end - offset);
+    for (let pos = offset; pos < end; ) {
+      const blockIndex = Math.floor(pos / blockSizeBytes);
+      const within = pos - blockIndex * blockSizeBytes;
+      const count = Math.min(blockSizeBytes - within, end - pos);
+      const data = this.blockData(ino, blockIndex);
+      if (data === undefined) out.fill(0, pos - offset, pos - offset + count);
+      else data.copy(out, pos - offset, within, within + count);
+      pos += count;
+    }
+    this.cache.evictClean();
+    return out;
+  }
+
+  /** Writes `data` at `offset` into the cache; returns the byte count. Durable after fsync. */
+  write(ctx: Ctx, ino: number, offset: number, data: Buffer): number {
+    this.writable();
+    const rec = this.pendingInode(ino);
+    if (!isReg(rec.mode)) throw fsError(isDir(rec.mode) ? 'EISDIR' : 'EINVAL', 'write to a non-regular file', `inode ${ino}`);
+    const end = offset + data.length;
+    if (offset < 0 || end > fileSizeMaxBytes) throw fsError('EFBIG', `write to ${end} beyond ${fileSizeMaxBytes}`, `inode ${ino}`);
+    for (let pos = offset; pos < end; ) {
+      const blockIndex = Math.floor(pos / blockSizeBytes);
+      const within = pos - blockIndex * blockSizeBytes;
+      const count = Math.min(blockSizeBytes - within, end - pos);
+      const entry = this.blockForWrite(ino, blockIndex, count === blockSizeBytes);
+      data.copy(entry.data, within, pos - offset, pos - offset + count);
+      this.cache.markDirty(entry);
+      pos += count;
+    }
+    if (end > rec.size) rec.size = end;
+    rec.mtimeNs = rec.ctimeNs = nowNs();
+    if (ctx.uid !== 0) rec.mode = clearSetId(rec.mode);
+    if (this.cache.underPressure()) this.writeBackAll();
+    this.cache.evictClean();
+    return data.length;
+  }
+
+  /** Writes the dirty blocks and pending attributes of `ino` to the store (no fsync). */
+  flushFile(ino: number): void {
+    const entries = this.cache.dirtyOf(ino);
+    const rec = this.pending.get(ino);
+    if (entries.length === 0 && rec === undefined) return;
+    const size = rec?.size ?? this.inode(ino).size;
+    const writes: { entry: CacheEntry; payload: Buffer }[] = [];
+    const holes: CacheEntry[] = [];
+    for (const entry of entries) {
+      const validBytes = Math.min(blockSizeBytes, size - entry.blockIndex * blockSizeBytes);
+      if (validBytes <= 0) continue;
+      const payload = entry.data.subarray(0, validBytes);
+      if (payload.equals(zeroBlock.subarray(0, validBytes))) holes.push(entry);
+      else writes.push({ entry, payload });
+    }
+    const locations = writes.length === 0 ? [] : this.store.log.append(writes.map((w) => ({ ino, blockIndex: w.entry.blockIndex, payload: w.payload })));
+    assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
+    this.commit(() => {
+      if (this.inodeOrUndefined(ino) === undefined) return; // freed meanwhile: nothing to keep
+      writes.forEach((w, i) => this.putBlock(ino, w.entry.blockIndex, locations[i]!));
+      for (const hole of holes) this.removeBlock(ino, hole.blockIndex);
+      if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode(rec));
+      this.notify(ino);
+    });
+    for (const entry of entries) this.cache.markClean(entry);
+    this.pending.delete(ino);
+  }
+
+  /** Writes back every dirty file (no fsync). */
+  writeBackAll(): void {
+    for (const ino of this.cache.dirtyFiles()) this.flushFile(ino);
+    for (const ino of [...this.pending.keys()]) this.flushFile(ino);
+  }
+
+  /** Makes file `ino` (or everything, without `ino`) durable: data first, then metadata. */
+  async fsync(ino?: number): Promise<void> {
+    if (this.readOnly) return;
+    if (ino === undefined) this.writeBackAll();
+    else this.flushFile(ino);
+    this.store.log.sync();
+    await this.store.btree.sync();
+    this.changedSinceSync = false;
+  }
+
+  /** Writes everything back, makes it durable, and stops the timer. The store stays open. */
+  async close(): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.fsync();
+  }
+
+  /** Drops clean cached blocks of `ino` and bumps nothing else (another version arrived). */
+  invalidate(ino: number): void {
+    this.cache.invalidateFile(ino);
+  }
+
+  // ---------------------------------------------------------------- internals: inodes
+
+  private inode(ino: number): InodeRecord {
+    const rec = this.inodeOrUndefined(ino);
+    if (rec === undefined) throw fsError('ENOENT', 'no such inode', `inode ${ino}`);
+    return rec;
+  }
+
+  private inodeOrUndefined(ino: number): InodeRecord | undefined {
+    const pending = this.pending.get(ino);
+    if (pending !== undefined) return { ...pending };
+    const value = this.store.btree.table('inode').get(inoKey(ino));
+    return value === undefined ? undefined : decodeInode(value, `inode ${ino}`);
+  }
+
+  /** The mutable pending record of a file being written (created from the stored one). */
+  private pendingInode(ino: number): InodeRecord {
+    let rec = this.pending.get(ino);
+    if (rec === undefined) {
+      rec = this.inode(ino);
+      this.pending.set(ino, rec);
+    }
+    return rec;
+  }
+
+  /**
+   * Stores an inode record. While a file has writes in the cache, its pending record keeps the
+   * new size and the stored one keeps the committed size, so a crash never shows a size whose
+   * blocks were not written.
+   */
+  private putInode(ino: number, rec: InodeRecord): void {
+    const table = this.store.btree.table('inode');
+    let stored = rec;
+    if (this.pending.has(ino)) {
+      this.pending.set(ino, { ...rec });
+      const committed = table.get(inoKey(ino));
+      stored = { ...rec, size: committed === undefined ? 0 : decodeInode(committed, `inode ${ino}`).size };
+    }
+    table.putSync(inoKey(ino), encodeInode(stored));
+    this.notify(ino);
+  }
+
+  private notify(ino: number): void {
+    this.changedSinceSync = true;
+    for (const listener of this.changeListeners) listener(ino);
+  }
+
+  private requireDir(ino: number): InodeRecord {
+    const rec = this.inode(ino);
+    if (!isDir(rec.mode)) throw fsError('ENOTDIR', 'not a directory', `inode ${ino}`);
+    return rec;
+  }
+
+  private lookupIno(parent: number, name: string): number {
+    this.requireDir(parent);
+    if (name === '.') return parent;
+    const nameBuf = name === '..' ? dotdot : nameBytes(name);
+    const ino = this.direntGet(parent, nameBuf);
+    if (ino === undefined) throw fsError('ENOENT', 'no such file or directory', name);
+    return ino;
+  }
+
+  private direntGet(parent: number, name: Buffer): number | undefined {
+    const value = this.store.btree.table('dirent').get(direntKey(parent, name));
+    return value === undefined ? undefined : decodeDirent(value, `dirent ${parent}/${name.toString()}`).ino;
+  }
+
+  private direntPut(parent: number, name: Buffer, ino: number, mode: number): void {
+    this.store.btree.table('dirent').putSync(direntKey(parent, name), encodeDirent({ ino, type: (mode & S_IFMT) >> 12 }));
+  }
+
+  private dirIsEmpty(ino: number): boolean {
+    for (const key of this.store.btree.table('dirent').getKeys({ ...inoPrefixRange(ino), limit: 2 })) {
+      if (!direntKeyName(key).equals(dotdot)) return false;
+    }
+    return true;
+  }
+
+  /** True when directory `ancestor` is `ino` or lies on the path from `ino` up to the root. */
+  private isAncestor(ancestor: number, ino: number): boolean {
+    let current = ino;
+    for (let depth = 0; depth < treeDepthMax; depth++) {
+      if (current === ancestor) return true;
+      if (current === rootIno) return false;
+      const parent = this.direntGet(current, dotdot);
+      if (parent === undefined) throw fsError('CORRUPT', 'directory without ".."', `inode ${current}`);
+      current = parent;
+    }
+    throw fsError('ELOOP', `directory deeper than ${treeDepthMax}`, `inode ${ino}`);
+  }
+
+  private createNode(ctx: Ctx, parent: number, name: string, mode: number, rdev: number, target: Buffer): Attr {
+    this.writable();
+    const nameBuf = nameBytes(name);
+    return this.commit(() => {
+      const parentRec = this.requireDir(parent);
+      if (this.direntGet(parent, nameBuf) !== undefined) throw fsError('EEXIST', 'name exists', name);
+      const ino = this.store.allocateIno();
+      const now = nowNs();
+      const inheritGroup = (parentRec.mode & S_ISGID) !== 0;
+      const dir = isDir(mode);
+      const rec: InodeRecord = {
+        mode: dir && inheritGroup ? mode | S_ISGID : mode,
+        uid: ctx.uid,
+        gid: inheritGroup ? parentRec.gid : ctx.gid,
+        nlink: dir ? 2 : 1,
+        rdev,
+        size: isLnk(mode) ? target.length : 0,
+        atimeNs: now,
+        mtimeNs: now,
+        ctimeNs: now,
+        generation: 0,
+        target,
+      };
+      this.putInode(ino, rec);
+      this.direntPut(parent, nameBuf, ino, mode);
+      if (dir) {
+        this.direntPut(ino, dotdot, parent, S_IFDIR);
+        parentRec.nlink++;
+      }
+      parentRec.mtimeNs = parentRec.ctimeNs = now;
+      this.putInode(parent, parentRec);
+      return toAttr(ino, rec);
+    });
+  }
+
+  private checkSticky(ctx: Ctx, parentRec: InodeRecord, rec: InodeRecord, name: string): void {
+    if ((parentRec.mode & S_ISVTX) === 0 || ctx.uid === 0) return;
+    if (ctx.uid !== rec.uid && ctx.uid !== parentRec.uid) throw fsError('EPERM', 'sticky directory: not the owner', name);
+  }
+
+  private replaceTarget(ctx: Ctx, parent: number, parentRec: InodeRecord, name: Buffer, target: number, movingDir: boolean, now: bigint): void {
+    const targetRec = this.inode(target);
+    this.checkSticky(ctx, parentRec, targetRec, name.toString());
+    if (isDir(targetRec.mode)) {
+      if (!movingDir) throw fsError('EISDIR', 'cannot replace a directory with a non-directory', name.toString());
+      if (!this.dirIsEmpty(target)) throw fsError('ENOTEMPTY', 'target directory not empty', name.toString());
+      this.removeDir(parent, parentRec, name, target, targetRec);
+      return;
+    }
+    if (movingDir) throw fsError('ENOTDIR', 'cannot replace a non-directory with a directory', name.toString());
+    this.store.btree.table('dirent').removeSync(direntKey(parent, name));
+    this.dropLink(target, targetRec, now);
+  }
+
+  private removeDir(parent: number, parentRec: InodeRecord, name: Buffer, child: number, rec: InodeRecord): void {
+    const dirents = this.store.btree.table('dirent');
+    dirents.removeSync(direntKey(parent, name));
+    dirents.removeSync(direntKey(child, dotdot));
+    parentRec.nlink--;
+    parentRec.mtimeNs = parentRec.ctimeNs = nowNs();
+    this.putInode(parent, parentRec);
+    rec.nlink = 0;
+    if ((this.openCounts.get(child) ?? 0) > 0) {
+      this.putInode(child, rec);
+      this.store.btree.table('orphan').putSync(inoKey(child), Buffer.alloc(0));
+    } else {
+      this.freeInode(child);
+    }
+  }
+
+  /** Drops one link of a non-directory; frees it when no link and no handle remain. */
+  private dropLink(ino: number, rec: InodeRecord, now: bigint): void {
+    rec.nlink--;
+    rec.ctimeNs = now;
+    if (rec.nlink > 0) {
+      this.putInode(ino, rec);
+    } else if ((this.openCounts.get(ino) ?? 0) > 0) {
+      this.putInode(ino, rec);
+      this.store.btree.table('orphan').putSync(inoKey(ino), Buffer.alloc(0));
+    } else {
+      this.freeInode(ino);
+    }
+  }
+
+  /** Deletes an inode with all its blocks and xattrs (inside a transaction). */
+  private freeInode(ino: number): void {
+    this.freeBlocks(ino, 0);
+    const xattrs = this.store.btree.table('xattr');
+    for (const key of [...xattrs.getKeys(inoPrefixRange(ino))]) xattrs.removeSync(key);
+    this.store.btree.table('inode').removeSync(inoKey(ino));
+    this.store.btree.table('orphan').removeSync(inoKey(ino));
+    this.pending.delete(ino);
+    this.cache.dropFrom(ino, 0);
+    this.notify(ino);
+  }
+
+  /** Frees inodes left with nlink 0 by a process that died while they were open. */
+  private freeOrphans(): void {
+    const orphans = [...this.store.btree.table('orphan').getKeys({})];
+    if (orphans.length === 0) return;
+    this.commit(() => {
+      for (const key of orphans) this.freeInode(key.readUInt32BE(0) * 2 ** 32 + key.readUInt32BE(4));
+    });
+  }
+
+  // ---------------------------------------------------------------- internals: blocks
+
+  /** The 4 KiB content of a block (cached afterwards), or undefined for a hole. */
+  private blockData(ino: number, blockIndex: number): Buffer | undefined {
+    const cached = this.cache.get(ino, blockIndex);
+    if (cached !== undefined) return cached.data;
+    const data = this.loadBlock(ino, blockIndex);
+    if (data === undefined) return undefined;
+    this.cache.put(ino, blockIndex, data, false);
+    return data;
+  }
+
+  /** Reads a block from the store into a fresh 4 KiB buffer, or undefined for a hole. */
+  private loadBlock(ino: number, blockIndex: number): Buffer | undefined {
+    const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
+    if (value === undefined) return undefined;
+    const ptr = decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
+    let payload: Buffer;
+    if (ptr.kind === blockPointerKind.segment) {
+      payload = this.store.log.read({ segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes }, ino, blockIndex);
+    } else {
+      if (this.external === undefined) throw fsError('EIO', 'block lives in an archive but no archive reader is set', `inode ${ino} block ${blockIndex}`);
+      payload = this.external.readBlock(ptr, ino, blockIndex);
+    }
+    assert(payload.length === ptr.lengthBytes, `block ${ino}:${blockIndex} payload ${payload.length} bytes, pointer says ${ptr.lengthBytes}`);
+    const data = Buffer.alloc(blockSizeBytes);
+    payload.copy(data);
+    return data;
+  }
+
+  private blockForWrite(ino: number, blockIndex: number, whole: boolean): CacheEntry {
+    const cached = this.cache.get(ino, blockIndex);
+    if (cached !== undefined) return cached;
+    const data = (whole ? undefined : this.loadBlock(ino, blockIndex)) ?? Buffer.alloc(blockSizeBytes);
+    return this.cache.put(ino, blockIndex, data, true);
+  }
+
+  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }): void {
+    this.removeBlock(ino, blockIndex);
+    const ptr: BlockPointer = { kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset, blockId: blockIdUnknown };
+    this.store.btree.table('blockmap').putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
+    this.store.usageAdd(loc.segment, loc.lengthBytes);
+  }
+
+  private removeBlock(ino: number, blockIndex: number): void {
+    const table = this.store.btree.table('blockmap');
+    const key = blockKey(ino, blockIndex);
+    const old = table.get(key);
+    if (old === undefined) return;
+    const ptr = decodeBlockPointer(old, `block ${ino}:${blockIndex}`);
+    if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
+    table.removeSync(key);
+  }
+
+  /** Removes every block of `ino` from index `fromBlockIndex` on (inside a transaction). */
+  private freeBlocks(ino: number, fromBlockIndex: number): void {
+    const table = this.store.btree.table('blockmap');
+    for (const { key, value } of [...table.getRange(inoPrefixRange(ino, fromBlockIndex))]) {
+      const ptr = decodeBlockPointer(value, `block ${ino}:${blockKeyIndex(key)}`);
+      if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
+      table.removeSync(key);
+    }
+  }
+
+  /** For a truncate to `size` inside a stored block, that block with its tail zeroed. */
+  private tailBlockAfterTruncate(ino: number, size: number): { blockIndex: number; payload: Buffer } | undefined {
+    const within = size % blockSizeBytes;
+    if (within === 0) return undefined;
+    const blockIndex = Math.floor(size / blockSizeBytes);
+    const data = this.loadBlock(ino, blockIndex);
+    if (data === undefined) return undefined;
+    const payload = data.subarray(0, within);
+    if (payload.equals(zeroBlock.subarray(0, within))) return undefined;
+    return { blockIndex, payload: Buffer.from(payload) };
+  }
+
+  private zeroCachedTail(ino: number, size: number): void {
+    const within = size % blockSizeBytes;
+    if (within === 0) return;
+    const entry = this.cache.get(ino, Math.floor(size / blockSizeBytes));
+    entry?.data.fill(0, within);
+  }
+
+  // ---------------------------------------------------------------- internals: transactions
+
+  private commit<T>(action: () => T): T {
+    return this.store.btree.transaction(() => {
+      const result = action();
+      this.store.persistMarks();
+      return result;
+    });
+  }
+
+  private writable(): void {
+    if (this.readOnly) throw fsError('EROFS', 'read-only file system');
+  }
+
+  private onTimer(): void {
+    try {
+      this.writeBackAll();
+      if (this.changedSinceSync) {
+        this.changedSinceSync = false;
+        this.store.log.sync();
+        void this.store.btree.sync().catch((e: unknown) => process.emitWarning(`zippy-fs: background sync failed: ${String(e)}`));
+      }
+    } catch (e) {
+      process.emitWarning(`zippy-fs: background write-back failed: ${String(e)}`);
+    }
+  }
+}
+
+function toAttr(ino: number, rec: InodeRecord): Attr {
+  return {
+    ino,
+    mode: rec.mode,
+    uid: rec.uid,
+    gid: rec.gid,
+    nlink: rec.nlink,
+    rdev: rec.rdev,
+    size: rec.size,
+    blocks: Math.ceil(rec.size / 512),
+    atimeNs: rec.atimeNs,
+    mtimeNs: rec.mtimeNs,
+    ctimeNs: rec.ctimeNs,
+    generation: rec.generation,
+  };
+}
+
+function clearSetId(mode: number): number {
+  let out = mode & ~S_ISUID;
+  if ((mode & 0o010) !== 0) out &= ~S_ISGID; // setgid without group-exec means mandatory locking: kept
+  return out;
+}
+
+function mayWrite(ctx: Ctx, rec: InodeRecord): boolean {
+  if (ctx.uid === rec.uid) return (rec.mode & 0o200) !== 0;
+  if (ctx.gid === rec.gid) return (rec.mode & 0o020) !== 0;
+  return (rec.mode & 0o002) !== 0;
+}
+
+function xattrName(name: string): Buffer {
+  const bytes = Buffer.from(name, 'utf8');
+  if (bytes.length === 0 || bytes.length > xattrNameLengthMaxBytes) throw fsError('ERANGE', `xattr name is ${bytes.length} bytes`, name.slice(0, 64));
+  return bytes;
+}

@@ -1,0 +1,273 @@
+/**
+ * Unit tests of the POSIX layer (src/inode) without FUSE: namespace operations, data at any
+ * offset, holes, truncation, attributes, xattrs, unlink-while-open, errors, persistence.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openTestFs, type TestFs } from './fixtures.js';
+import { rootCtx, rootIno, S_IFIFO, S_IFREG, S_ISGID, S_ISUID, XATTR_CREATE, XATTR_REPLACE, type Ctx } from '../src/inode/types.js';
+import { isFsError } from '../src/errors.js';
+
+const user: Ctx = { uid: 1000, gid: 1000, pid: 1 };
+
+async function withFs(fn: (t: TestFs) => Promise<void> | void, options?: Parameters<typeof openTestFs>[0]): Promise<void> {
+  const t = openTestFs(options);
+  try {
+    await fn(t);
+  } finally {
+    await t.cleanup();
+  }
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (isFsError(e)) return e.code;
+    throw e;
+  }
+  return 'ok';
+}
+
+test('create, write, read back, and reopen', () =>
+  withFs(async (t) => {
+    const a = t.fs.mknod(rootCtx, rootIno, 'a.txt', S_IFREG | 0o644);
+    assert.equal(t.fs.write(rootCtx, a.ino, 0, Buffer.from('hello world')), 11);
+    assert.equal(t.fs.read(a.ino, 0, 100).toString(), 'hello world');
+    assert.equal(t.fs.read(a.ino, 6, 3).toString(), 'wor');
+    await t.reopen();
+    const ino = t.fs.resolve('/a.txt');
+    assert.equal(ino, a.ino);
+    assert.equal(t.fs.read(ino, 0, 100).toString(), 'hello world');
+    assert.equal(t.fs.getattr(ino).size, 11);
+  }));
+
+test('writes at any offset leave holes that read as zeros', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'sparse', S_IFREG | 0o644);
+    t.fs.write(rootCtx, f.ino, 10 * 4096 + 100, Buffer.from('x'));
+    t.fs.flushFile(f.ino);
+    assert.equal(t.fs.getattr(f.ino).size, 10 * 4096 + 101);
+    const all = t.fs.read(f.ino, 0, 20 * 4096);
+    assert.equal(all.length, 10 * 4096 + 101);
+    assert.ok(all.subarray(0, 10 * 4096 + 100).every((b) => b === 0));
+    assert.equal(all[10 * 4096 + 100], 'x'.charCodeAt(0));
+    assert.equal([...t.store.btree.table('blockmap').getKeys({})].length, 1, 'only one block stored');
+  }));
+
+test('unaligned writes across block boundaries', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    const data = Buffer.alloc(3 * 4096 + 17);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + 3) & 0xff;
+    t.fs.write(rootCtx, f.ino, 4000, data);
+    await t.reopen();
+    const back = t.fs.read(f.ino, 4000, data.length);
+    assert.ok(back.equals(data));
+    t.fs.write(rootCtx, f.ino, 4090, Buffer.from('ABCDEFGHIJ'));
+    await t.reopen();
+    assert.equal(t.fs.read(f.ino, 4090, 10).toString(), 'ABCDEFGHIJ');
+    assert.equal(t.fs.read(f.ino, 4000, 90).compare(data.subarray(0, 90)), 0);
+  }));
+
+test('truncate down frees blocks and zeroes the tail; truncate up reads zeros', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    t.fs.write(rootCtx, f.ino, 0, Buffer.alloc(5 * 4096, 0x61));
+    t.fs.truncate(rootCtx, f.ino, 4096 + 10);
+    assert.equal(t.fs.getattr(f.ino).size, 4106);
+    assert.equal([...t.store.btree.table('blockmap').getKeys({})].length, 2);
+    t.fs.truncate(rootCtx, f.ino, 3 * 4096);
+    const back = t.fs.read(f.ino, 0, 3 * 4096);
+    assert.ok(back.subarray(0, 4106).every((b) => b === 0x61));
+    assert.ok(back.subarray(4106).every((b) => b === 0));
+    await t.reopen();
+    assert.ok(t.fs.read(f.ino, 0, 3 * 4096).equals(back));
+    t.fs.truncate(rootCtx, f.ino, 0);
+    assert.equal([...t.store.btree.table('blockmap').getKeys({})].length, 0);
+  }));
+
+test('directories: mkdir, readdir, rmdir, nlink, errors', () =>
+  withFs((t) => {
+    const d = t.fs.mkdir(rootCtx, rootIno, 'd', 0o755);
+    assert.equal(t.fs.getattr(rootIno).nlink, 3);
+    t.fs.mkdir(rootCtx, d.ino, 'sub', 0o700);
+    t.fs.mknod(rootCtx, d.ino, 'file', S_IFREG | 0o600);
+    assert.equal(t.fs.getattr(d.ino).nlink, 3);
+    assert.deepEqual(t.fs.readdir(d.ino).map((e) => e.name).sort(), ['file', 'sub']);
+    assert.equal(code(() => t.fs.rmdir(rootCtx, rootIno, 'd')), 'ENOTEMPTY');
+    assert.equal(code(() => t.fs.mkdir(rootCtx, rootIno, 'd', 0o755)), 'EEXIST');
+    assert.equal(code(() => t.fs.unlink(rootCtx, rootIno, 'd')), 'EISDIR');
+    assert.equal(code(() => t.fs.rmdir(rootCtx, d.ino, 'file')), 'ENOTDIR');
+    assert.equal(code(() => t.fs.resolve('/d/file/x')), 'ENOTDIR');
+    assert.equal(code(() => t.fs.resolve('/nope')), 'ENOENT');
+    assert.equal(code(() => t.fs.mknod(rootCtx, rootIno, 'x'.repeat(256), S_IFREG)), 'ENAMETOOLONG');
+    t.fs.unlink(rootCtx, d.ino, 'file');
+    t.fs.rmdir(rootCtx, d.ino, 'sub');
+    t.fs.rmdir(rootCtx, rootIno, 'd');
+    assert.equal(t.fs.getattr(rootIno).nlink, 2);
+    assert.deepEqual(t.fs.readdir(rootIno), []);
+  }));
+
+test('rename: files, directories, replacing targets, into own subtree', () =>
+  withFs((t) => {
+    const a = t.fs.mkdir(rootCtx, rootIno, 'a', 0o755);
+    const b = t.fs.mkdir(rootCtx, rootIno, 'b', 0o755);
+    const inner = t.fs.mkdir(rootCtx, a.ino, 'inner', 0o755);
+    const f = t.fs.mknod(rootCtx, a.ino, 'f', S_IFREG | 0o644);
+    t.fs.write(rootCtx, f.ino, 0, Buffer.from('data'));
+    t.fs.rename(rootCtx, a.ino, 'f', b.ino, 'g');
+    assert.equal(t.fs.resolve('/b/g'), f.ino);
+    assert.equal(t.fs.read(f.ino, 0, 10).toString(), 'data');
+    assert.equal(code(() => t.fs.rename(rootCtx, rootIno, 'a', inner.ino, 'x')), 'EINVAL');
+    t.fs.rename(rootCtx, a.ino, 'inner', b.ino, 'inner2');
+    assert.equal(t.fs.getattr(a.ino).nlink, 2);
+    assert.equal(t.fs.getattr(b.ino).nlink, 3);
+    assert.equal(t.fs.resolve('/b/inner2/..'), b.ino);
+    const h = t.fs.mknod(rootCtx, b.ino, 'h', S_IFREG | 0o644);
+    t.fs.rename(rootCtx, b.ino, 'h', b.ino, 'g');
+    assert.equal(t.fs.resolve('/b/g'), h.ino);
+    assert.equal(code(() => t.fs.getattr(f.ino)), 'ENOENT');
+    assert.equal(code(() => t.fs.rename(rootCtx, b.ino, 'g', b.ino, 'inner2')), 'EISDIR');
+    assert.equal(code(() => t.fs.rename(rootCtx, rootIno, 'a', b.ino, 'g')), 'ENOTDIR');
+    t.fs.mkdir(rootCtx, b.ino, 'full', 0o755);
+    t.fs.mknod(rootCtx, t.fs.resolve('/b/full'), 'x', S_IFREG);
+    assert.equal(code(() => t.fs.rename(rootCtx, rootIno, 'a', b.ino, 'full')), 'ENOTEMPTY');
+    t.fs.rename(rootCtx, b.ino, 'inner2', rootIno, 'a'); // replaces the empty dir a
+    assert.equal(t.fs.resolve('/a'), inner.ino);
+    assert.equal(t.fs.getattr(rootIno).nlink, 4);
+  }));
+
+test('hard links share the inode and count links', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    t.fs.write(rootCtx, f.ino, 0, Buffer.from('shared'));
+    t.fs.link(rootCtx, f.ino, rootIno, 'g');
+    assert.equal(t.fs.getattr(f.ino).nlink, 2);
+    assert.equal(t.fs.resolve('/g'), f.ino);
+    t.fs.unlink(rootCtx, rootIno, 'f');
+    assert.equal(t.fs.getattr(f.ino).nlink, 1);
+    await t.reopen();
+    assert.equal(t.fs.read(t.fs.resolve('/g'), 0, 10).toString(), 'shared');
+    const d = t.fs.mkdir(rootCtx, rootIno, 'd', 0o755);
+    assert.equal(code(() => t.fs.link(rootCtx, d.ino, rootIno, 'd2')), 'EPERM');
+  }));
+
+test('symlinks and FIFOs', () =>
+  withFs(async (t) => {
+    const l = t.fs.symlink(user, rootIno, 'l', '../some/where');
+    assert.equal(t.fs.readlink(l.ino), '../some/where');
+    assert.equal(t.fs.getattr(l.ino).size, 13);
+    assert.equal(t.fs.getattr(l.ino).uid, 1000);
+    const p = t.fs.mknod(rootCtx, rootIno, 'pipe', S_IFIFO | 0o600);
+    assert.equal(t.fs.getattr(p.ino).mode & 0o170000, S_IFIFO);
+    await t.reopen();
+    assert.equal(t.fs.readlink(t.fs.resolve('/l')), '../some/where');
+  }));
+
+test('unlinked files stay readable while open and are freed at release', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    const fh = t.fs.open(f.ino);
+    t.fs.write(rootCtx, f.ino, 0, Buffer.alloc(10000, 1));
+    t.fs.unlink(rootCtx, rootIno, 'f');
+    assert.equal(code(() => t.fs.resolve('/f')), 'ENOENT');
+    assert.equal(t.fs.read(f.ino, 0, 10000).length, 10000);
+    t.fs.write(rootCtx, f.ino, 10000, Buffer.from('more'));
+    t.check();
+    t.fs.release(fh);
+    assert.equal(code(() => t.fs.getattr(f.ino)), 'ENOENT');
+    assert.equal([...t.store.btree.table('blockmap').getKeys({})].length, 0);
+  }));
+
+test('an unlinked open file left by a crash is freed at the next open', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    t.fs.open(f.ino);
+    t.fs.write(rootCtx, f.ino, 0, Buffer.alloc(10000, 1));
+    t.fs.flushFile(f.ino);
+    t.fs.unlink(rootCtx, rootIno, 'f');
+    await t.crashAndReopen();
+    assert.equal(code(() => t.fs.getattr(f.ino)), 'ENOENT');
+    assert.equal([...t.store.btree.table('orphan').getKeys({})].length, 0);
+  }));
+
+test('ownership, chmod, chown, setgid directories, setuid cleared by writes', () =>
+  withFs((t) => {
+    const d = t.fs.mkdir(rootCtx, rootIno, 'shared', 0o2775);
+    t.fs.chown(rootCtx, d.ino, 0, 50);
+    const f = t.fs.mknod(user, d.ino, 'f', S_IFREG | 0o644);
+    assert.equal(f.uid, 1000);
+    assert.equal(f.gid, 50, 'setgid directory passes its group on');
+    const sub = t.fs.mkdir(user, d.ino, 'sub', 0o755);
+    assert.ok((sub.mode & S_ISGID) !== 0, 'subdirectories inherit setgid');
+    assert.equal(code(() => t.fs.chmod({ uid: 1001, gid: 1001, pid: 1 }, f.ino, 0o777)), 'EPERM');
+    assert.equal(code(() => t.fs.chown(user, f.ino, 0, -1)), 'EPERM');
+    t.fs.chmod(user, f.ino, 0o4755);
+    assert.ok((t.fs.getattr(f.ino).mode & S_ISUID) !== 0);
+    t.fs.write(user, f.ino, 0, Buffer.from('x'));
+    assert.equal(t.fs.getattr(f.ino).mode & S_ISUID, 0, 'non-root write clears setuid');
+    t.fs.chmod(rootCtx, f.ino, 0o4755);
+    t.fs.chown(rootCtx, f.ino, 1001, -1);
+    assert.equal(t.fs.getattr(f.ino).uid, 1001);
+    assert.equal(t.fs.getattr(f.ino).mode & S_ISUID, 0, 'chown clears setuid');
+  }));
+
+test('utimens keeps nanoseconds and honours now/omit', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    const at = 1577934245123456789n;
+    t.fs.utimens(rootCtx, f.ino, at, 'omit');
+    const before = t.fs.getattr(f.ino);
+    assert.equal(before.atimeNs, at);
+    assert.equal(before.mtimeNs, f.mtimeNs);
+    t.fs.utimens(rootCtx, f.ino, 'omit', at + 1n);
+    await t.reopen();
+    const after = t.fs.getattr(f.ino);
+    assert.equal(after.atimeNs, at);
+    assert.equal(after.mtimeNs, at + 1n);
+    assert.equal(code(() => t.fs.utimens(user, f.ino, at, at)), 'EPERM');
+  }));
+
+test('extended attributes with create/replace flags', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    t.fs.setxattr(f.ino, 'user.a', Buffer.from('1'), 0);
+    assert.equal(code(() => t.fs.setxattr(f.ino, 'user.a', Buffer.from('2'), XATTR_CREATE)), 'EEXIST');
+    assert.equal(code(() => t.fs.setxattr(f.ino, 'user.b', Buffer.from('2'), XATTR_REPLACE)), 'ENODATA');
+    t.fs.setxattr(f.ino, 'user.a', Buffer.from('3'), XATTR_REPLACE);
+    t.fs.setxattr(f.ino, 'user.empty', Buffer.alloc(0), 0);
+    await t.reopen();
+    assert.equal(t.fs.getxattr(f.ino, 'user.a').toString(), '3');
+    assert.equal(t.fs.getxattr(f.ino, 'user.empty').length, 0);
+    assert.deepEqual(t.fs.listxattr(f.ino).sort(), ['user.a', 'user.empty']);
+    t.fs.removexattr(f.ino, 'user.a');
+    assert.equal(code(() => t.fs.getxattr(f.ino, 'user.a')), 'ENODATA');
+    assert.equal(code(() => t.fs.removexattr(f.ino, 'user.a')), 'ENODATA');
+    t.fs.unlink(rootCtx, rootIno, 'f');
+    assert.equal([...t.store.btree.table('xattr').getKeys({})].length, 0);
+  }));
+
+test('a second process cannot open a locked store', () =>
+  withFs(async (t) => {
+    const { Store } = await import('../src/inode/store.js');
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    // Our own lock is held by this process; simulate another live process by naming pid 1.
+    writeFileSync(join(t.dir, 'LOCK'), '1\n');
+    assert.throws(() => Store.open(t.dir), (e: unknown) => isFsError(e, 'LOCKED'));
+    writeFileSync(join(t.dir, 'LOCK'), `${process.pid}\n`);
+  }));
+
+test('many files: 2,000 creates and lookups, then a clean check', () =>
+  withFs(async (t) => {
+    const d = t.fs.mkdir(rootCtx, rootIno, 'many', 0o755);
+    for (let i = 0; i < 2000; i++) {
+      const f = t.fs.mknod(rootCtx, d.ino, `file-${i}`, S_IFREG | 0o644);
+      t.fs.write(rootCtx, f.ino, 0, Buffer.from(`content ${i}`));
+      t.fs.release(t.fs.open(f.ino));
+    }
+    await t.reopen();
+    assert.equal(t.fs.readdir(d.ino).length, 2000);
+    for (let i = 0; i < 2000; i += 97) assert.equal(t.fs.read(t.fs.resolve(`/many/file-${i}`), 0, 100).toString(), `content ${i}`);
+  }));
