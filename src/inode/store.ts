@@ -113,7 +113,7 @@ export class Store {
 
   /** Rough number of inodes in use, for statfs. */
   inodeCountEstimate(): number {
-    return this.btree.table('inode').getStats().entryCount as number;
+    return (this.btree.table('inode').getStats() as { entryCount: number }).entryCount;
   }
 
   /** Syncs and closes everything and drops the lock. */

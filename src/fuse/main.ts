@@ -1,0 +1,253 @@
+/**
+ * `zippy-fs [-f] [-s] [-o opt,...] <mountpoint> <abs-sync-dir>`: the mount command.
+ *
+ * Lifecycle:
+ * 1. parse and validate arguments (exit 2 on a usage error, with a message saying what is wrong);
+ * 2. without -f, start a detached copy of itself with -f logging to a file, wait until it reports
+ *    the mount ready (or failed), print where the log is, and exit;
+ * 3. check the mountpoint: a live mount is refused; a stale one ("Transport endpoint is not
+ *    connected") left by a killed zippy-fs is lazily unmounted first;
+ * 4. open the store (locked), the file system, and mount;
+ * 5. on SIGINT/SIGTERM: write everything back, make it durable, unmount, exit 0.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { isFsError } from '../errors.js';
+import { cacheSizeBytesDefault, cacheSizeBytesMin } from '../limits.js';
+import { FileSystem } from '../inode/fs.js';
+import { Store } from '../inode/store.js';
+import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
+
+export const exitCodes = { ok: 0, failed: 1, usage: 2, busy: 3 } as const;
+
+const help = `Usage: zippy-fs [-f] [-s] [-o opt[,opt...]] <mountpoint> <abs-sync-dir>
+
+Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountpoint>.
+
+  -f             stay in the foreground and log to stderr (default: detach, log to a file)
+  -s             single-threaded FUSE loop
+  -o OPTIONS     comma-separated mount options:
+       store=DIR        local store directory (default: $XDG_CACHE_HOME/zippy-fs/stores/<id>)
+       cache_size=N     block cache size, bytes or with K/M/G suffix (default 64M)
+       allow_other      let other users see the mount (needs user_allow_other for non-root)
+       uid=N, gid=N     report every file as owned by this uid / gid
+       debug            log every FUSE request (implies -f)
+  -h, --help     this text
+
+Exit codes: 0 unmounted cleanly, 1 failure, 2 usage error, 3 mountpoint busy.`;
+
+export interface MountOptions {
+  foreground: boolean;
+  singleThreaded: boolean;
+  mountpoint: string;
+  syncDir: string;
+  store: string | undefined;
+  cacheSizeBytes: number;
+  allowOther: boolean;
+  uid: number | undefined;
+  gid: number | undefined;
+  debug: boolean;
+  /** Options not known here, passed to libfuse as they are. */
+  extra: string[];
+}
+
+class UsageError extends Error {}
+
+/** Parses argv (without node and script) into mount options; throws UsageError. */
+export function parseMountArgs(argv: string[]): MountOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { f: { type: 'boolean' }, s: { type: 'boolean' }, o: { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' } } });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (parsed.values.help === true) return 'help';
+  if (parsed.positionals.length !== 2) throw new UsageError(`expected <mountpoint> <abs-sync-dir>, got ${parsed.positionals.length} argument(s)`);
+  const [mountpointArg, syncDir] = parsed.positionals as [string, string];
+  const options: MountOptions = {
+    foreground: parsed.values.f === true,
+    singleThreaded: parsed.values.s === true,
+    mountpoint: resolve(mountpointArg),
+    syncDir,
+    store: undefined,
+    cacheSizeBytes: cacheSizeBytesDefault,
+    allowOther: false,
+    uid: undefined,
+    gid: undefined,
+    debug: false,
+    extra: [],
+  };
+  for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
+  if (options.debug) options.foreground = true;
+  return options;
+}
+
+function applyOption(options: MountOptions, opt: string): void {
+  const eq = opt.indexOf('=');
+  const key = eq < 0 ? opt : opt.slice(0, eq);
+  const value = eq < 0 ? undefined : opt.slice(eq + 1);
+  switch (key) {
+    case 'store':
+      options.store = resolve(requireValue(key, value));
+      return;
+    case 'cache_size':
+      options.cacheSizeBytes = parseSize(requireValue(key, value));
+      if (options.cacheSizeBytes < cacheSizeBytesMin) throw new UsageError(`cache_size below ${cacheSizeBytesMin} bytes`);
+      return;
+    case 'allow_other':
+      options.allowOther = true;
+      return;
+    case 'uid':
+    case 'gid': {
+      const id = Number(requireValue(key, value));
+      if (!Number.isSafeInteger(id) || id < 0) throw new UsageError(`${key} must be a number`);
+      options[key] = id;
+      return;
+    }
+    case 'debug':
+      options.debug = true;
+      return;
+    default:
+      options.extra.push(opt);
+  }
+}
+
+function requireValue(key: string, value: string | undefined): string {
+  if (value === undefined || value.length === 0) throw new UsageError(`option ${key} needs a value (${key}=...)`);
+  return value;
+}
+
+/** Parses "123", "64K", "64M", "1G" into bytes. */
+export function parseSize(text: string): number {
+  const match = /^(\d+)([KMG]?)i?B?$/i.exec(text);
+  if (match === null) throw new UsageError(`bad size "${text}"`);
+  const unit = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[match[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Number(match[1]) * unit;
+}
+
+/** The default store directory of a (sync dir, mountpoint) pair: one store per mount. */
+export function defaultStoreDir(syncDir: string, mountpoint: string): string {
+  const cache = process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache');
+  const id = createHash('sha256').update(`${syncDir}\0${mountpoint}`).digest('hex').slice(0, 16);
+  return join(cache, 'zippy-fs', 'stores', id);
+}
+
+function validate(options: MountOptions): void {
+  if (!options.syncDir.startsWith('/')) throw new UsageError(`the sync dir must be an absolute path: ${options.syncDir}`);
+  if (!existsSync(options.syncDir)) throw new UsageError(`the sync dir does not exist: ${options.syncDir}`);
+  if (!statSync(options.syncDir).isDirectory()) throw new UsageError(`the sync dir is not a directory: ${options.syncDir}`);
+}
+
+function log(message: string): void {
+  process.stderr.write(`${new Date().toISOString()} zippy-fs[${process.pid}]: ${message}\n`);
+}
+
+/** Starts a detached foreground copy with its output in a log file; resolves with its exit status. */
+async function detach(options: MountOptions, argv: string[]): Promise<number> {
+  const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
+  mkdirSync(storeDir, { recursive: true });
+  const logPath = join(storeDir, 'zippy-fs.log');
+  const logFd = openSync(logPath, 'a');
+  const child = spawn(process.execPath, [process.argv[1]!, '-f', ...argv], { detached: true, stdio: ['ignore', logFd, logFd, 'ipc'] });
+  return new Promise((resolvePromise) => {
+    child.on('message', (message) => {
+      if (message === 'ready') {
+        process.stdout.write(`zippy-fs: mounted ${options.mountpoint} (log: ${logPath})\n`);
+        child.disconnect();
+        child.unref();
+        resolvePromise(exitCodes.ok);
+      }
+    });
+    child.on('exit', (code) => {
+      process.stderr.write(`zippy-fs: mount failed (exit ${code ?? 'signal'}); see ${logPath}\n`);
+      resolvePromise(code === null || code === 0 ? exitCodes.failed : code);
+    });
+  });
+}
+
+/** Runs the mount in this process until a signal unmounts it. */
+async function runForeground(options: MountOptions): Promise<number> {
+  const state = mountpointState(options.mountpoint);
+  if (state === 'missing') throw new UsageError(`the mountpoint does not exist or is not a directory: ${options.mountpoint}`);
+  if (state === 'mounted') {
+    log(`${options.mountpoint} is already mounted; unmount it first with: fusermount -u ${options.mountpoint}`);
+    return exitCodes.busy;
+  }
+  if (state === 'stale') {
+    log(`${options.mountpoint} was left mounted by a process that died ("Transport endpoint is not connected"); cleaning it up`);
+    clearStaleMount(options.mountpoint);
+  }
+  const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
+  const store = Store.open(storeDir);
+  for (const line of store.openReport.messages) log(line);
+  const fs = new FileSystem(store, { cacheSizeBytes: options.cacheSizeBytes });
+  let handle: MountHandle;
+  try {
+    handle = await mountBridge(fs, options, log);
+  } catch (e) {
+    await fs.close();
+    await store.close();
+    throw e;
+  }
+  log(`mounted ${options.mountpoint} (sync dir ${options.syncDir}, store ${storeDir})`);
+  process.send?.('ready');
+  return new Promise((resolvePromise) => {
+    let stopping = false;
+    const stop = async (signal: string): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      log(`${signal}: writing back and unmounting`);
+      try {
+        await fs.close();
+        await handle.unmount();
+        await store.close();
+        log('unmounted cleanly');
+        resolvePromise(exitCodes.ok);
+      } catch (e) {
+        log(`unmount failed: ${String(e)}`);
+        resolvePromise(exitCodes.failed);
+      }
+    };
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+  });
+}
+
+/** Entry point: returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let options;
+  try {
+    options = parseMountArgs(argv);
+    if (options === 'help') {
+      process.stdout.write(`${help}\n`);
+      return exitCodes.ok;
+    }
+    validate(options);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`zippy-fs: ${e.message}\nTry 'zippy-fs --help'.\n`);
+      return exitCodes.usage;
+    }
+    throw e;
+  }
+  try {
+    return options.foreground ? await runForeground(options) : await detach(options, argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`zippy-fs: ${e.message}\n`);
+      return exitCodes.usage;
+    }
+    if (isFsError(e, 'LOCKED')) {
+      log(`${e.message} (is another zippy-fs using this store? pass -o store=DIR for another one)`);
+      return exitCodes.busy;
+    }
+    log(`mount failed: ${(e as Error).stack ?? String(e)}`);
+    return exitCodes.failed;
+  }
+}
+
+process.exit(await main(process.argv.slice(2)));
