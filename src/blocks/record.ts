@@ -1,0 +1,186 @@
+/**
+ * Codec of one block record in a segment file: a 32-byte header followed by the payload.
+ *
+ * Layout (all integers little-endian; docs/FORMAT.md "Segment files" has the same table):
+ *
+ *   offset size type  field
+ *    0      4   u32   magic "ZBLK" (bytes 5a 42 4c 4b)
+ *    4      1   u8    format version (1)
+ *    5      1   u8    kind (1 = data block)
+ *    6      2   u16   reserved, zero
+ *    8      4   u32   payload length in bytes, 1..4096
+ *   12      4   u32   CRC-32 (zlib) of the header with this field zeroed, then the payload
+ *   16      8   u64   owner inode number (< 2^53)
+ *   24      8   u64   owner block index (< 2^53)
+ *   32      n   bytes payload, no padding
+ *
+ * A payload shorter than a block means the rest of the block reads as zeros; the codec only
+ * stores what it is given. decode() checks magic, version, kind, reserved bits, length and
+ * checksum before it trusts any field, and never reads outside the buffer it is given.
+ */
+import { crc32 } from 'node:zlib';
+import { assert, corrupt } from '../errors.js';
+import { blockSizeBytes } from '../limits.js';
+
+/** Magic number as read with readUInt32LE: the bytes "ZBLK". */
+export const recordMagic = 0x4b4c425a;
+/** The magic as bytes, for searching a damaged segment for the next record. */
+export const recordMagicBytes: Buffer = Buffer.from('ZBLK', 'latin1');
+/** The only record format version this code writes and reads. */
+export const recordFormatVersion = 1;
+/** Kind of a record that holds the payload of one file block. */
+export const recordKindData = 1;
+
+export const magicOffset = 0;
+export const magicSizeBytes = 4;
+export const versionOffset = 4;
+export const versionSizeBytes = 1;
+export const kindOffset = 5;
+export const kindSizeBytes = 1;
+export const reservedOffset = 6;
+export const reservedSizeBytes = 2;
+export const payloadLengthOffset = 8;
+export const payloadLengthSizeBytes = 4;
+export const crcOffset = 12;
+export const crcSizeBytes = 4;
+export const inoOffset = 16;
+export const inoSizeBytes = 8;
+export const blockIndexOffset = 24;
+export const blockIndexSizeBytes = 8;
+/** Size of the record header; the payload starts here. */
+export const headerSizeBytes = 32;
+
+/** The header fields in order, for tests and for the format documentation. */
+export const headerLayout: readonly { readonly name: string; readonly offset: number; readonly sizeBytes: number }[] = [
+  { name: 'magic', offset: magicOffset, sizeBytes: magicSizeBytes },
+  { name: 'version', offset: versionOffset, sizeBytes: versionSizeBytes },
+  { name: 'kind', offset: kindOffset, sizeBytes: kindSizeBytes },
+  { name: 'reserved', offset: reservedOffset, sizeBytes: reservedSizeBytes },
+  { name: 'payloadLength', offset: payloadLengthOffset, sizeBytes: payloadLengthSizeBytes },
+  { name: 'crc32', offset: crcOffset, sizeBytes: crcSizeBytes },
+  { name: 'ino', offset: inoOffset, sizeBytes: inoSizeBytes },
+  { name: 'blockIndex', offset: blockIndexOffset, sizeBytes: blockIndexSizeBytes },
+];
+
+/** Smallest payload a record holds (an all-zero block is not stored at all by the layer above). */
+export const payloadLengthMinBytes = 1;
+/** Largest payload a record holds: one block. */
+export const payloadLengthMaxBytes = blockSizeBytes;
+/** Largest record on disk. */
+export const recordSizeMaxBytes = headerSizeBytes + payloadLengthMaxBytes;
+
+const zeroCrcField = Buffer.alloc(crcSizeBytes);
+const u32Span = 2 ** 32;
+/** Largest high half of a u64 that keeps the value below 2^53. */
+const u53HighMax = 2 ** 21 - 1;
+
+/** A decoded record; `payload` is a view into the buffer given to decode(). */
+export interface DecodedRecord {
+  readonly kind: number;
+  readonly ino: number;
+  readonly blockIndex: number;
+  readonly payload: Buffer;
+  readonly sizeBytes: number;
+}
+
+/** Returns the on-disk size of a record with a payload of `payloadLengthBytes`. */
+export function size(payloadLengthBytes: number): number {
+  return headerSizeBytes + payloadLengthBytes;
+}
+
+/** Writes a data record for (ino, blockIndex, payload) at `target[at]` and returns its size; the caller sized `target` with size(). */
+export function encode(target: Buffer, at: number, ino: number, blockIndex: number, payload: Uint8Array): number {
+  const length = payload.length;
+  const sizeBytes = headerSizeBytes + length;
+  // One cheap test on the hot path; the precise assertion messages are built only on failure.
+  if (!(length >= payloadLengthMinBytes && length <= payloadLengthMaxBytes && Number.isSafeInteger(ino) && ino >= 0
+    && Number.isSafeInteger(blockIndex) && blockIndex >= 0 && at >= 0 && at + sizeBytes <= target.length)) {
+    assertEncodeInput(target, at, ino, blockIndex, length);
+  }
+  target.writeUInt32LE(recordMagic, at + magicOffset);
+  target.writeUInt8(recordFormatVersion, at + versionOffset);
+  target.writeUInt8(recordKindData, at + kindOffset);
+  target.writeUInt16LE(0, at + reservedOffset);
+  target.writeUInt32LE(length, at + payloadLengthOffset);
+  target.writeUInt32LE(0, at + crcOffset);
+  writeU53(target, at + inoOffset, ino);
+  writeU53(target, at + blockIndexOffset, blockIndex);
+  target.set(payload, at + headerSizeBytes);
+  // The crc field is zero at this point, so one pass over the contiguous record is the checksum.
+  target.writeUInt32LE(crc32(target.subarray(at, at + sizeBytes)), at + crcOffset);
+  return sizeBytes;
+}
+
+/**
+ * Decodes and verifies the record at `buf[at]`; throws CORRUPT naming `file` and `fileOffset`
+ * when anything is wrong. Never returns fields of a record whose checksum failed.
+ */
+export function decode(buf: Buffer, at: number, file: string, fileOffset: number): DecodedRecord {
+  const result = tryDecode(buf, at);
+  if (typeof result === 'string') throw corrupt(result, recordPlace(file, fileOffset));
+  return result;
+}
+
+/** Like decode(), but returns the reason as a string instead of throwing (for scans that expect damage). */
+export function tryDecode(buf: Buffer, at: number): DecodedRecord | string {
+  const available = buf.length - at;
+  if (at < 0 || available < headerSizeBytes) return `truncated record header: ${Math.max(0, available)} of ${headerSizeBytes} bytes`;
+  const magic = buf.readUInt32LE(at + magicOffset);
+  if (magic !== recordMagic) return `bad record magic 0x${hex32(magic)}, expected 0x${hex32(recordMagic)}`;
+  const version = buf.readUInt8(at + versionOffset);
+  if (version !== recordFormatVersion) return `unsupported record format version ${version}, expected ${recordFormatVersion}`;
+  const kind = buf.readUInt8(at + kindOffset);
+  if (kind !== recordKindData) return `unknown record kind ${kind}`;
+  const reserved = buf.readUInt16LE(at + reservedOffset);
+  if (reserved !== 0) return `reserved field is 0x${reserved.toString(16)}, expected 0`;
+  const length = buf.readUInt32LE(at + payloadLengthOffset);
+  if (length < payloadLengthMinBytes || length > payloadLengthMaxBytes) {
+    return `payload length ${length} outside ${payloadLengthMinBytes}..${payloadLengthMaxBytes}`;
+  }
+  const sizeBytes = headerSizeBytes + length;
+  if (available < sizeBytes) return `truncated record: ${available} of ${sizeBytes} bytes`;
+  const stored = buf.readUInt32LE(at + crcOffset);
+  const computed = checksum(buf, at, sizeBytes);
+  if (stored !== computed) return `checksum mismatch: stored 0x${hex32(stored)}, computed 0x${hex32(computed)}`;
+  const inoHigh = buf.readUInt32LE(at + inoOffset + 4);
+  const blockIndexHigh = buf.readUInt32LE(at + blockIndexOffset + 4);
+  if (inoHigh > u53HighMax) return `ino high word 0x${hex32(inoHigh)} exceeds 2^53`;
+  if (blockIndexHigh > u53HighMax) return `block index high word 0x${hex32(blockIndexHigh)} exceeds 2^53`;
+  return {
+    kind,
+    ino: inoHigh * u32Span + buf.readUInt32LE(at + inoOffset),
+    blockIndex: blockIndexHigh * u32Span + buf.readUInt32LE(at + blockIndexOffset),
+    payload: buf.subarray(at + headerSizeBytes, at + sizeBytes),
+    sizeBytes,
+  };
+}
+
+/** The place string errors use for a record: the segment file and the record's offset in it. */
+export function recordPlace(file: string, fileOffset: number): string {
+  return `${file} offset ${fileOffset}`;
+}
+
+/** CRC-32 of the header with the crc field taken as zero, followed by the payload. */
+function checksum(buf: Buffer, at: number, sizeBytes: number): number {
+  let crc = crc32(buf.subarray(at, at + crcOffset));
+  crc = crc32(zeroCrcField, crc);
+  return crc32(buf.subarray(at + crcOffset + crcSizeBytes, at + sizeBytes), crc);
+}
+
+function assertEncodeInput(target: Buffer, at: number, ino: number, blockIndex: number, length: number): void {
+  assert(length >= payloadLengthMinBytes && length <= payloadLengthMaxBytes,
+    `payload length ${length} within ${payloadLengthMinBytes}..${payloadLengthMaxBytes}`);
+  assert(Number.isSafeInteger(ino) && ino >= 0, `ino ${ino} is a u53`);
+  assert(Number.isSafeInteger(blockIndex) && blockIndex >= 0, `block index ${blockIndex} is a u53`);
+  const sizeBytes = headerSizeBytes + length;
+  assert(at >= 0 && at + sizeBytes <= target.length, `record of ${sizeBytes} bytes at ${at} fits in a buffer of ${target.length}`);
+}
+
+function writeU53(target: Buffer, at: number, value: number): void {
+  target.writeUInt32LE(value % u32Span, at);
+  target.writeUInt32LE(Math.floor(value / u32Span), at + 4);
+}
+
+function hex32(n: number): string {
+  return n.toString(16).padStart(8, '0');
+}
