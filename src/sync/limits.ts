@@ -1,0 +1,70 @@
+/**
+ * Limits of the sync directory's archive layer (idx files, archive zips, plain zips), with their
+ * relations to each other and to the filesystem-wide limits in ../limits.ts asserted at load.
+ * Every decoder in src/sync checks its input against these before allocating or trusting it.
+ */
+import { assert } from '../errors.js';
+import { blockSizeBytes, fileSizeMaxBytes, pathLengthMaxBytes, symlinkLengthMaxBytes,
+  xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
+
+/** Bytes of randomness in an archive name (written as twice as many lowercase hex digits). */
+export const archiveNameBytes = 16;
+/** Bytes of a block id (a keyed hash of the block's content; all zero means a hole). */
+export const blockIdBytes = 16;
+/** Bytes of a boxid (a machine's random identity, written as 32 hex in its config file). */
+export const boxidBytes = 16;
+
+/** Largest idx file a reader accepts; it is read into memory whole before its CRC is checked. */
+export const idxSizeMaxBytes = 64 * 1024 * 1024;
+/** Most file versions in one idx. */
+export const idxVersionCountMax = 262_144;
+/** Most blocks one archive carries (entries in its block table and in its zip, directory aside). */
+export const archiveBlockCountMax = 262_144;
+/** Most explicit block ids in one version's block runs (4 GiB of file data). */
+export const versionBlockIdCountMax = 1_048_576;
+/** Most block runs in one version. */
+export const versionBlockRunCountMax = 65_536;
+/** Most extended attributes on one version. */
+export const versionXattrCountMax = 128;
+/** Most bytes of extended attribute names and values together on one version. */
+export const versionXattrSizeMaxBytes = 1024 * 1024;
+
+/**
+ * Largest stored (compressed) size of one block in an archive zip. Deflate never expands 4 KiB by
+ * more than a few bytes (5 bytes per stored deflate block of at most 64 KiB); 64 bytes of slack.
+ */
+export const blockStoredSizeMaxBytes = blockSizeBytes + 64;
+
+/** Most entries in a plain zip dropped into the sync dir (its central directory is read whole). */
+export const plainZipEntryCountMax = 262_144;
+/** Largest declared uncompressed size of one plain-zip entry. */
+export const plainZipEntrySizeMaxBytes = 1024 * 1024 * 1024;
+/**
+ * Largest ratio of declared uncompressed to compressed size for a deflated entry. Deflate cannot
+ * exceed about 1032:1, so a larger declared ratio is a lie (a zip bomb or a corrupt header).
+ */
+export const plainZipDeflateRatioMax = 1032;
+/** Default most bytes `PlainZip.readEntry` returns in one buffer; larger entries are streamed. */
+export const plainZipReadMaxBytesDefault = 64 * 1024 * 1024;
+
+/** Most directory entries `scanSyncDir` accepts in the sync dir. */
+export const syncDirEntryCountMax = 1_048_576;
+/** idx files `scanSyncDir` reads concurrently. */
+export const scanConcurrencyMax = 16;
+
+assert(archiveNameBytes === 16 && boxidBytes === 16 && blockIdBytes === 16, 'ids are 128-bit');
+assert(idxSizeMaxBytes < 2 ** 32, 'idx sizes and section sizes fit in u32');
+assert(archiveBlockCountMax * 40 < idxSizeMaxBytes, 'a full block table fits in an idx');
+assert(idxVersionCountMax * 96 < idxSizeMaxBytes, 'a full list of minimal versions fits in an idx');
+assert(versionBlockIdCountMax * blockIdBytes < idxSizeMaxBytes, 'a full explicit block list fits in an idx');
+assert(versionBlockIdCountMax <= fileSizeMaxBytes / blockSizeBytes, 'explicit ids never exceed a file');
+assert(fileSizeMaxBytes / blockSizeBytes < 2 ** 32, 'block indexes fit in u32');
+assert(versionXattrCountMax < 2 ** 16, 'xattr count fits in u16');
+assert(xattrNameLengthMaxBytes < 2 ** 16, 'xattr name length fits in u16');
+assert(xattrValueSizeMaxBytes <= versionXattrSizeMaxBytes, 'one largest xattr value fits a version');
+assert(pathLengthMaxBytes < 2 ** 16, 'path length fits in u16');
+assert(symlinkLengthMaxBytes < 2 ** 16, 'symlink length fits in u16');
+assert(blockStoredSizeMaxBytes < 2 ** 32, 'stored block sizes fit in u32');
+assert(archiveBlockCountMax * (blockStoredSizeMaxBytes + 200) < Number.MAX_SAFE_INTEGER, 'zip offsets are exact');
+assert(plainZipEntrySizeMaxBytes <= fileSizeMaxBytes, 'a plain zip entry fits in a file');
+assert(plainZipReadMaxBytesDefault <= plainZipEntrySizeMaxBytes, 'default read bound within the entry limit');
