@@ -142,6 +142,14 @@ function validate(options: MountOptions): void {
   if (!statSync(options.syncDir).isDirectory()) throw new UsageError(`the sync dir is not a directory: ${options.syncDir}`);
 }
 
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} zippy-fs[${process.pid}]: ${message}\n`);
 }
@@ -171,9 +179,9 @@ async function detach(options: MountOptions, argv: string[]): Promise<number> {
 
 /** Runs the mount in this process until a signal unmounts it. */
 async function runForeground(options: MountOptions): Promise<number> {
-  const state = mountpointState(options.mountpoint);
-  if (state === 'missing') throw new UsageError(`the mountpoint does not exist or is not a directory: ${options.mountpoint}`);
-  if (state === 'mounted') {
+  const state = await mountpointState(options.mountpoint);
+  if (state === 'none' && !isDirectory(options.mountpoint)) throw new UsageError(`the mountpoint does not exist or is not a directory: ${options.mountpoint}`);
+  if (state === 'live') {
     log(`${options.mountpoint} is already mounted; unmount it first with: fusermount -u ${options.mountpoint}`);
     return exitCodes.busy;
   }

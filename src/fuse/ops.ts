@@ -16,7 +16,7 @@ const O_TRUNC = constants.O_TRUNC ?? 0o1000;
 
 export interface ReaddirResult {
   names: string[];
-  attrs: Attr[];
+  stats: { ino: number; mode: number }[];
 }
 
 export class PathOps {
@@ -46,16 +46,17 @@ export class PathOps {
     if ((bits & want) !== want) throw fsError('EACCES', 'permission denied', path);
   }
 
+  /** Names and (ino, type) of a directory's entries, "." and ".." first. */
   readdir(path: string): ReaddirResult {
     const ino = this.fs.resolve(path);
     const entries = this.fs.readdir(ino);
     const names = ['.', '..'];
-    const attrs = [this.fs.getattr(ino), this.fs.getattr(this.fs.resolve(parentOf(path)))];
+    const stats = [{ ino, mode: 0o040000 }, { ino: this.fs.resolve(parentOf(path)), mode: 0o040000 }];
     for (const entry of entries) {
       names.push(entry.name);
-      attrs.push(this.fs.getattr(entry.ino));
+      stats.push({ ino: entry.ino, mode: entry.typeBits });
     }
-    return { names, attrs };
+    return { names, stats };
   }
 
   /** Creates and opens a regular file; returns the handle. */
