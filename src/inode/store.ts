@@ -89,6 +89,11 @@ export class Store {
     this.usage.release(segment, lengthBytes);
   }
 
+  /** The live-byte accounting, for the cleaner's victim choice. */
+  usageAccounting(): Pick<SegmentUsage, 'segmentsBelow' | 'liveBytes'> {
+    return this.usage;
+  }
+
   /** Live bytes of `segment`. */
   liveBytes(segment: number): number {
     return this.usage.liveBytes(segment);
