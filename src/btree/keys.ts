@@ -27,6 +27,14 @@ export const tableNames = {
   /** Sync layer's own tables (catalog of archives, versions); their layouts live in src/sync. */
   catalog: 'catalog',
   version: 'version',
+  /** Reverse index: ino u64 ‖ parent ino u64 ‖ name bytes → empty; one row per name of the inode (not ".."). */
+  link: 'link',
+  /** Sync layer: block id (16 bytes) → where that block is stored in the sync dir (src/sync/state.ts). */
+  blockid: 'blockid',
+  /** Sync layer: stamp (counter u64 ‖ boxid 16 bytes) → flat block-id list of that version. */
+  stamp: 'stamp',
+  /** Sync layer: local ino u64 → the published identities (path, stamp) this inode carries. */
+  pubino: 'pubino',
 } as const;
 
 export type TableName = keyof typeof tableNames;
@@ -93,6 +101,20 @@ export function blockKeyIndex(key: Buffer): number {
 /** Ino part of any key that starts with an ino. */
 export function keyIno(key: Buffer): number {
   return readU64(key, 0);
+}
+
+/** Key of a reverse-index row: ino u64 BE ‖ parent ino u64 BE ‖ name bytes. */
+export function linkKey(ino: number, parentIno: number, name: Buffer): Buffer {
+  const key = Buffer.allocUnsafe(2 * u64Bytes + name.length);
+  writeU64(key, ino, 0);
+  writeU64(key, parentIno, u64Bytes);
+  name.copy(key, 2 * u64Bytes);
+  return key;
+}
+
+/** Parent ino and name of a reverse-index key. */
+export function linkKeyParts(key: Buffer): { parentIno: number; name: Buffer } {
+  return { parentIno: readU64(key, u64Bytes), name: key.subarray(2 * u64Bytes) };
 }
 
 /** Key of an extended attribute: ino u64 BE ‖ name bytes. */

@@ -15,7 +15,7 @@
 import { statfsSync } from 'node:fs';
 import { assert, fsError } from '../errors.js';
 import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
-import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, xattrKey } from '../btree/keys.js';
+import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
 import { blockIdUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import { BlockCache, type CacheEntry } from './cache.js';
 import { nameBytes, splitPath } from './names.js';
@@ -182,7 +182,7 @@ export class FileSystem {
       const rec = this.inode(child);
       if (isDir(rec.mode)) throw fsError('EISDIR', 'unlink of a directory', name);
       this.checkSticky(ctx, parentRec, rec, name);
-      this.store.btree.table('dirent').removeSync(direntKey(parent, nameBuf));
+      this.direntRemove(parent, nameBuf, child);
       const now = nowNs();
       parentRec.mtimeNs = parentRec.ctimeNs = now;
       this.putInode(parent, parentRec);
@@ -227,7 +227,7 @@ export class FileSystem {
       const now = nowNs();
       if (target !== undefined) this.replaceTarget(ctx, dstParent, dstParentRec, dstBuf, target, movingDir, now);
       const dirents = this.store.btree.table('dirent');
-      dirents.removeSync(direntKey(srcParent, srcBuf));
+      this.direntRemove(srcParent, srcBuf, ino);
       this.direntPut(dstParent, dstBuf, ino, rec.mode);
       if (movingDir && srcParent !== dstParent) {
         dirents.putSync(direntKey(ino, dotdot), encodeDirent({ ino: dstParent, type: S_IFDIR >> 12 }));
@@ -531,6 +531,34 @@ export class FileSystem {
     this.cache.invalidateFile(ino);
   }
 
+  /**
+   * Replaces the whole content of regular file `ino` with `pointers` (index = block index;
+   * undefined = hole) and sets its size and mtime, bumping the generation so caches above
+   * notice; the sync layer installs another machine's version with it. One transaction.
+   */
+  replaceContent(ino: number, sizeBytes: number, mtimeNs: bigint, pointers: ReadonlyMap<number, BlockPointer>): void {
+    this.writable();
+    const current = this.inode(ino);
+    if (!isReg(current.mode)) throw fsError('EINVAL', 'replaceContent of a non-regular file', `inode ${ino}`);
+    this.flushFile(ino);
+    this.commit(() => {
+      const rec = this.inode(ino);
+      this.freeBlocks(ino, 0);
+      const table = this.store.btree.table('blockmap');
+      for (const [blockIndex, ptr] of pointers) {
+        assert(blockIndex * blockSizeBytes < sizeBytes, `block ${blockIndex} beyond size ${sizeBytes}`);
+        table.putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
+        if (ptr.kind === blockPointerKind.segment) this.store.usageAdd(ptr.segment, ptr.lengthBytes);
+      }
+      rec.size = sizeBytes;
+      rec.mtimeNs = mtimeNs;
+      rec.ctimeNs = nowNs();
+      rec.generation++;
+      this.putInode(ino, rec);
+    });
+    this.cache.dropFrom(ino, 0);
+  }
+
   // ---------------------------------------------------------------- internals: inodes
 
   private inode(ino: number): InodeRecord {
@@ -598,8 +626,16 @@ export class FileSystem {
     return value === undefined ? undefined : decodeDirent(value, `dirent ${parent}/${name.toString()}`).ino;
   }
 
+  /** Adds a directory entry and, for names other than "..", its row in the reverse index. */
   private direntPut(parent: number, name: Buffer, ino: number, mode: number): void {
     this.store.btree.table('dirent').putSync(direntKey(parent, name), encodeDirent({ ino, type: (mode & S_IFMT) >> 12 }));
+    if (!name.equals(dotdot)) this.store.btree.table('link').putSync(linkKey(ino, parent, name), Buffer.alloc(0));
+  }
+
+  /** Removes the entry `name` (naming `ino`) from `parent` and its reverse-index row. */
+  private direntRemove(parent: number, name: Buffer, ino: number): void {
+    this.store.btree.table('dirent').removeSync(direntKey(parent, name));
+    this.store.btree.table('link').removeSync(linkKey(ino, parent, name));
   }
 
   private dirIsEmpty(ino: number): boolean {
@@ -672,13 +708,13 @@ export class FileSystem {
       return;
     }
     if (movingDir) throw fsError('ENOTDIR', 'cannot replace a non-directory with a directory', name.toString());
-    this.store.btree.table('dirent').removeSync(direntKey(parent, name));
+    this.direntRemove(parent, name, target);
     this.dropLink(target, targetRec, now);
   }
 
   private removeDir(parent: number, parentRec: InodeRecord, name: Buffer, child: number, rec: InodeRecord): void {
     const dirents = this.store.btree.table('dirent');
-    dirents.removeSync(direntKey(parent, name));
+    this.direntRemove(parent, name, child);
     dirents.removeSync(direntKey(child, dotdot));
     parentRec.nlink--;
     parentRec.mtimeNs = parentRec.ctimeNs = nowNs();
