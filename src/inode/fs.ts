@@ -334,6 +334,10 @@ export class FileSystem {
   /** Sets extended attribute `name` of `ino`. flags: XATTR_CREATE / XATTR_REPLACE. */
   setxattr(ino: number, name: string, value: Buffer, flags: number): void {
     this.writable();
+    // POSIX ACLs are not supported: storing system.posix_acl_* as plain xattrs would report
+    // success while the mode stays unchanged (cp -a, rsync -A set modes this way and only
+    // fall back to chmod on ENOTSUP).
+    if (name.startsWith('system.posix_acl_')) throw fsError('ENOTSUP', 'POSIX ACLs are not supported', name);
     const key = xattrKey(ino, xattrName(name));
     if (value.length > xattrValueSizeMaxBytes) throw fsError('E2BIG', `xattr value is ${value.length} bytes`, name);
     this.commit(() => {
