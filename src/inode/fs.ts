@@ -617,11 +617,24 @@ export class FileSystem {
   }
 
   private lookupIno(parent: number, name: string): number {
-    this.requireDir(parent);
-    if (name === '.') return parent;
-    const nameBuf = name === '..' ? dotdot : nameBytes(name);
+    if (name === '.') {
+      this.requireDir(parent);
+      return parent;
+    }
+    let nameBuf: Buffer;
+    try {
+      nameBuf = name === '..' ? dotdot : nameBytes(name);
+    } catch (e) {
+      this.requireDir(parent); // ENOTDIR / ENOENT of the parent take precedence, as before
+      throw e;
+    }
+    // Only directories hold entries, so a hit proves `parent` is one: the parent's inode is
+    // read (for ENOTDIR / ENOENT) only on a miss. This halves the LMDB reads of a lookup.
     const ino = this.direntGet(parent, nameBuf);
-    if (ino === undefined) throw fsError('ENOENT', 'no such file or directory', name);
+    if (ino === undefined) {
+      this.requireDir(parent);
+      throw fsError('ENOENT', 'no such file or directory', name);
+    }
     return ino;
   }
 
@@ -792,6 +805,9 @@ export class FileSystem {
       payload = this.external.readBlock(ptr, ino, blockIndex);
     }
     assert(payload.length === ptr.lengthBytes, `block ${ino}:${blockIndex} payload ${payload.length} bytes, pointer says ${ptr.lengthBytes}`);
+    // A whole block read from the log is a view of a buffer SegmentLog.read allocated for this
+    // call alone, so the cache may own it without a copy (archive readers may share theirs).
+    if (ptr.kind === blockPointerKind.segment && payload.length === blockSizeBytes) return payload;
     const data = Buffer.alloc(blockSizeBytes);
     payload.copy(data);
     return data;
@@ -800,7 +816,8 @@ export class FileSystem {
   private blockForWrite(ino: number, blockIndex: number, whole: boolean): CacheEntry {
     const cached = this.cache.get(ino, blockIndex);
     if (cached !== undefined) return cached;
-    const data = (whole ? undefined : this.loadBlock(ino, blockIndex)) ?? Buffer.alloc(blockSizeBytes);
+    // A whole-block write overwrites every byte right away, so its buffer need not be zeroed.
+    const data = whole ? Buffer.allocUnsafe(blockSizeBytes) : this.loadBlock(ino, blockIndex) ?? Buffer.alloc(blockSizeBytes);
     return this.cache.put(ino, blockIndex, data, true);
   }
 
