@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { checkStore } from '../src/inode/check.js';
 import { FileSystem, type FileSystemOptions } from '../src/inode/fs.js';
 import { Store, type StoreOptions } from '../src/inode/store.js';
+import { randomBytes } from 'node:crypto';
+import { SyncEngine } from '../src/sync/engine.js';
 
 /** A fresh temporary directory, removed by cleanup(). */
 export function tempDir(prefix = 'zippy-test-'): string {
@@ -74,4 +76,50 @@ export function openTestFs(options: TestFsOptions = {}): TestFs {
     },
   };
   return t;
+}
+
+// ------------------------------------------------------------------------------------------
+// Sync boxes: in-process peers (store + file system + sync engine, no FUSE) sharing a sync dir.
+// ------------------------------------------------------------------------------------------
+
+export interface SyncBox {
+  readonly t: TestFs;
+  readonly engine: SyncEngine;
+  readonly boxid: string;
+  /** The box's file system (changes when the fixture reopens it). */
+  readonly fs: FileSystem;
+  /** Stops sync (publishing what is left), checks and removes the store. */
+  cleanup(): Promise<void>;
+  /** Drops the engine and the store without publishing or syncing (kill -9), then reopens both. */
+  crashAndReopen(): Promise<void>;
+}
+
+/** An in-process peer on `syncDir`: its own store and boxid; no watching unless asked. */
+export async function openSyncBox(syncDir: string, options: { boxid?: string; publishDelayMs?: number; watch?: boolean; log?: (m: string) => void } = {}): Promise<SyncBox> {
+  const t = openTestFs();
+  const boxid = options.boxid ?? randomBytes(16).toString('hex');
+  const syncOptions = {
+    syncDir, boxid, publishDelayMs: options.publishDelayMs ?? 60_000, watch: options.watch ?? false,
+    log: options.log ?? ((): void => undefined),
+  };
+  let engine = await SyncEngine.start(t.fs, syncOptions);
+  const box: SyncBox = {
+    t, boxid,
+    get engine() {
+      return engine;
+    },
+    get fs() {
+      return t.fs;
+    },
+    async cleanup() {
+      await engine.stop();
+      await t.cleanup();
+    },
+    async crashAndReopen() {
+      await engine.abandon();
+      await t.crashAndReopen();
+      engine = await SyncEngine.start(t.fs, syncOptions);
+    },
+  };
+  return box;
 }

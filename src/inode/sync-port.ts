@@ -231,6 +231,14 @@ export class SyncPort {
     return this.fs.read(ino, blockIndex * blockSizeBytes, lengthBytes);
   }
 
+  /** The payload of a block as stored locally (segment blocks: read by location, immutable). */
+  readStoredBlock(ino: number, blockIndex: number, pointer: BlockPointer): Buffer {
+    if (pointer.kind === blockPointerKind.segment) {
+      return this.fs.store.log.read({ segment: pointer.segment, offset: pointer.offset, lengthBytes: pointer.lengthBytes }, ino, blockIndex);
+    }
+    return this.readBlockPayload(ino, blockIndex, pointer.lengthBytes);
+  }
+
   /**
    * Remembers computed block ids in the block map, for pointers that still are what the caller
    * read (a block rewritten meanwhile keeps its unknown id). No outbox row: content is unchanged.
@@ -339,6 +347,17 @@ export class SyncPort {
       ino = keep && existing !== undefined ? existing : this.create(parent, name, attrs);
     }
     if (attrs.type === 'file' && content !== undefined) this.fs.replaceContent(ino, content.sizeBytes, attrs.mtimeNs, content.pointers);
+    this.setAttrs(ino, attrs);
+    return ino;
+  }
+
+  /** Installs a regular file at `path` whose content is `data` (written to the local log). */
+  installData(path: string, attrs: PortAttrs, data: Buffer): number {
+    const ino = this.install(path, attrs, { sizeBytes: 0, pointers: new Map() });
+    if (data.length > 0) {
+      this.fs.write(rootCtx, ino, 0, data);
+      this.fs.flushFile(ino);
+    }
     this.setAttrs(ino, attrs);
     return ino;
   }

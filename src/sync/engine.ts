@@ -1,0 +1,758 @@
+/**
+ * The sync engine of one mount: publisher, importer and reconciler over the inode port.
+ *
+ * Data flow (docs/ARCHITECTURE.md, "Sync"):
+ * - publish: a change commits an outbox row in its own transaction; a group-commit timer fires
+ *   `publishDelayMs` after the first unpublished change (never reset, so the delay is bounded);
+ *   the publisher writes back dirty files, turns each outbox inode into versions of its paths
+ *   (tombstones for names it lost, copy runs against the version it was based on so unchanged
+ *   blocks and renames ship no data), writes one archive (zip, then idx) with the blocks the sync
+ *   dir does not have yet, and then commits catalog, block index, versions and the cleared outbox
+ *   rows in one transaction. A crash before that transaction leaves the outbox full: the next
+ *   mount publishes again (the orphan archive, if its idx was written, is imported as a peer's).
+ * - import: inotify (fs.watch) and a periodic rescan find new complete archives; each idx is
+ *   decoded and checked (scanSyncDir), waits until every version it copies from and every block
+ *   it names is known, and then merges its versions into the per-path records; the reconciler
+ *   installs the visible result into the local tree with archive block pointers (lazy fetch).
+ * - Local unpublished changes are published before an import is applied, and a path whose local
+ *   inode changed again meanwhile is left alone until the next publish has made it a version.
+ *
+ * Every step runs on one queue, so publish and import never interleave.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import { FsError, isFsError } from '../errors.js';
+import { blockSizeBytes } from '../limits.js';
+import type { FileSystem } from '../inode/fs.js';
+import { archivePointer, blockPointerKind, SyncPort, type BlockPointer, type PortAttrs, type PortNode } from '../inode/sync-port.js';
+import { archivePaths, scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
+import { type BlockRun, blockRunsFromIds, blockSlotCount, type FileVersion, type Idx, resolveBlockList, type Stamp } from './idx.js';
+import { archiveBlockCountMax, blockIdBytes } from './limits.js';
+import { conflictPath, latestHead, resolveVersions, stampString, type VersionMeta } from './merge.js';
+import { newArchiveName } from './names.js';
+import { SyncState, type Identity, type PathRecord } from './state.js';
+import { blockEntrySpanBytes } from './zip-format.js';
+import { decodeBlockEntry, writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
+import { PlainUnion } from './plain.js';
+import { blockIdOf } from './block-id.js';
+
+/** Default group-commit delay. */
+export const publishDelayMsDefault = 300;
+/** Default fallback rescan period (inotify is the fast path). */
+export const rescanMsDefault = 2000;
+/** Versions per archive and new blocks per archive before the publisher starts another archive. */
+const archiveVersionCountSoftMax = 100_000;
+const archiveBlockCountSoftMax = Math.min(200_000, archiveBlockCountMax);
+
+export interface SyncOptions {
+  readonly syncDir: string;
+  /** The machine's boxid (32 hex). */
+  readonly boxid: string;
+  readonly publishDelayMs?: number;
+  /** Watch the sync dir and rescan periodically (mounts); off for in-process tests. */
+  readonly watch?: boolean;
+  readonly rescanMs?: number;
+  readonly compressionLevel?: number;
+  readonly log?: (message: string) => void;
+}
+
+export interface PublishReport {
+  readonly archives: readonly { name: string; zipSizeBytes: number; idxSizeBytes: number }[];
+  readonly versionCount: number;
+  readonly blockCount: number;
+}
+
+export interface ImportReport {
+  readonly imported: readonly string[];
+  readonly waiting: readonly string[];
+}
+
+interface Draft {
+  version: FileVersion;
+  flat: Uint8Array;
+  ino: number | undefined;
+}
+
+
+function isZeroId(flat: Uint8Array, slot: number): boolean {
+  for (let i = slot * blockIdBytes; i < (slot + 1) * blockIdBytes; i++) if (flat[i] !== 0) return false;
+  return true;
+}
+
+function sameSlot(a: Uint8Array, b: Uint8Array | undefined, slot: number): boolean {
+  if (b === undefined || (slot + 1) * blockIdBytes > b.length) return false;
+  return Buffer.compare(a.subarray(slot * blockIdBytes, (slot + 1) * blockIdBytes), b.subarray(slot * blockIdBytes, (slot + 1) * blockIdBytes)) === 0;
+}
+
+/** Block runs for `flat`: copy runs where it equals `source`'s list slot for slot, ids elsewhere. */
+export function deltaRuns(flat: Uint8Array, source: { stamp: Stamp; flat: Uint8Array } | undefined): BlockRun[] {
+  if (source === undefined) return blockRunsFromIds(flat);
+  const slots = flat.length / blockIdBytes;
+  const runs: BlockRun[] = [];
+  let slot = 0;
+  while (slot < slots) {
+    const copy = !isZeroId(flat, slot) && sameSlot(flat, source.flat, slot);
+    const hole = isZeroId(flat, slot);
+    let end = slot + 1;
+    while (end < slots) {
+      const c = !isZeroId(flat, end) && sameSlot(flat, source.flat, end);
+      const h = isZeroId(flat, end);
+      if (c !== copy || h !== hole) break;
+      end++;
+    }
+    if (copy) runs.push({ kind: 'copy', blockIndex: slot, blockCount: end - slot, source: source.stamp, sourceBlockIndex: slot });
+    else if (!hole) runs.push({ kind: 'ids', blockIndex: slot, ids: new Uint8Array(flat.subarray(slot * blockIdBytes, end * blockIdBytes)) });
+    slot = end;
+  }
+  return runs;
+}
+
+function metaOf(v: FileVersion): VersionMeta {
+  return {
+    path: v.path, type: v.type, mode: v.mode, uid: v.uid, gid: v.gid, rdev: v.rdev, mtimeNs: v.mtimeNs.toString(),
+    sizeBytes: v.sizeBytes, symlinkTarget: v.symlinkTarget, xattrs: v.xattrs.map((x) => [x.name, Uint8Array.from(x.value)] as const),
+    deleted: v.deleted, stamp: v.stamp, base: v.base,
+  };
+}
+
+function sameStamp(a: Stamp | null | undefined, b: Stamp | null | undefined): boolean {
+  return a != null && b != null && a.counter === b.counter && a.boxid === b.boxid;
+}
+
+function depth(path: string): number {
+  return path === '' ? 0 : path.split('/').length;
+}
+
+function ancestors(path: string): string[] {
+  const out: string[] = [];
+  let p = path;
+  while (p !== '') {
+    const slash = p.lastIndexOf('/');
+    p = slash < 0 ? '' : p.slice(0, slash);
+    out.push(p);
+  }
+  return out;
+}
+
+export class SyncEngine {
+  readonly port: SyncPort;
+  readonly state: SyncState;
+  /** The id in this store's version stamps: derived from the boxid and the store, so two mounts of one machine never mint equal stamps. */
+  readonly replicaId: string;
+  private readonly syncDir: string;
+  private readonly publishDelayMs: number;
+  private readonly log: (message: string) => void;
+  private readonly compressionLevel: number;
+  private queue: Promise<unknown> = Promise.resolve();
+  private publishTimer: NodeJS.Timeout | undefined;
+  private importTimer: NodeJS.Timeout | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  private watcher: FSWatcher | undefined;
+  private readonly zipFds = new Map<number, { fd: number; path: string }>();
+  private readonly warned = new Set<string>();
+  /** Paths skipped by the reconciler because their local inode had unpublished changes. */
+  private readonly deferredPaths = new Set<string>();
+  private stopped = false;
+  readonly plain: PlainUnion;
+
+  private constructor(fs: FileSystem, options: SyncOptions) {
+    this.port = new SyncPort(fs);
+    this.state = new SyncState(this.port);
+    this.syncDir = options.syncDir;
+    this.publishDelayMs = options.publishDelayMs ?? publishDelayMsDefault;
+    this.log = options.log ?? ((m) => process.emitWarning(`zippy-fs sync: ${m}`));
+    this.compressionLevel = options.compressionLevel ?? 1;
+    const storeId = fs.store.dir;
+    this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
+    this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
+    this.port.setExternalBlockReader({ readBlock: (ptr, ino, blockIndex) => this.readArchiveBlock(ptr, ino, blockIndex) });
+    this.port.onOutbox(() => this.publishSoon());
+  }
+
+  /** Starts sync for `fs`: imports what is new in the sync dir, republishes a leftover outbox, then watches. */
+  static async start(fs: FileSystem, options: SyncOptions): Promise<SyncEngine> {
+    const engine = new SyncEngine(fs, options);
+    await engine.importNow();
+    if (engine.port.outboxCount() > 0) await engine.publishNow();
+    if (options.watch === true) engine.startWatching(options.rescanMs ?? rescanMsDefault);
+    return engine;
+  }
+
+  private startWatching(rescanMs: number): void {
+    try {
+      this.watcher = watch(this.syncDir, { persistent: false }, () => this.importSoon());
+      this.watcher.on('error', (e) => this.log(`watching ${this.syncDir} failed: ${String(e)}`));
+    } catch (e) {
+      this.log(`cannot watch ${this.syncDir} (${String(e)}); relying on the periodic rescan`);
+    }
+    this.rescanTimer = setInterval(() => this.importSoon(), rescanMs);
+    this.rescanTimer.unref();
+  }
+
+  /** Schedules a publish `publishDelayMs` after the first unpublished change. */
+  publishSoon(): void {
+    if (this.publishTimer !== undefined || this.stopped) return;
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = undefined;
+      void this.publishNow().catch((e: unknown) => this.log(`publish failed (will retry): ${String(e)}`));
+    }, this.publishDelayMs);
+    this.publishTimer.unref();
+  }
+
+  private importSoon(): void {
+    if (this.importTimer !== undefined || this.stopped) return;
+    this.importTimer = setTimeout(() => {
+      this.importTimer = undefined;
+      void this.importNow().catch((e: unknown) => this.log(`import failed (will retry): ${String(e)}`));
+    }, 20);
+    this.importTimer.unref();
+  }
+
+  private enqueue<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Publishes every unpublished change now. */
+  publishNow(): Promise<PublishReport> {
+    return this.enqueue(() => this.publish());
+  }
+
+  /** Imports every new complete archive now. */
+  importNow(): Promise<ImportReport> {
+    return this.enqueue(() => this.import());
+  }
+
+  /** Stops watching, publishes what is left, and closes the archive readers. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
+    if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
+    this.watcher?.close();
+    await this.enqueue(() => this.publish());
+    await this.queue;
+    for (const { fd } of this.zipFds.values()) closeSync(fd);
+    this.zipFds.clear();
+    this.plain.close();
+  }
+
+  /** Stops everything without publishing (a killed process, for tests). */
+  async abandon(): Promise<void> {
+    this.stopped = true;
+    for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
+    if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
+    this.watcher?.close();
+    await this.queue.catch(() => undefined);
+    for (const { fd } of this.zipFds.values()) closeSync(fd);
+    this.zipFds.clear();
+  }
+
+  private warnOnce(message: string): void {
+    if (this.warned.has(message)) return;
+    this.warned.add(message);
+    this.log(message);
+  }
+
+  // ================================================================ archive block reads
+
+  private readArchiveBlock(ptr: BlockPointer, ino: number, blockIndex: number): Buffer {
+    const stored = this.state.block(ptr.blockId);
+    if (stored === undefined) {
+      throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
+    }
+    const zip = this.zipFd(stored.archive);
+    const span = Buffer.alloc(blockEntrySpanBytes(stored.location.storedSizeBytes));
+    let done = 0;
+    while (done < span.length) {
+      const n = readSync(zip.fd, span, done, span.length - done, stored.location.headerOffset + done);
+      if (n === 0) throw new FsError('BAD_ARCHIVE', `short read at ${stored.location.headerOffset + done}`, zip.path);
+      done += n;
+    }
+    return decodeBlockEntry(span, stored.location, zip.path);
+  }
+
+  private zipFd(archive: number): { fd: number; path: string } {
+    let entry = this.zipFds.get(archive);
+    if (entry !== undefined) return entry;
+    const rec = this.state.archive(archive);
+    if (rec === undefined) throw new FsError('CORRUPT', `archive number ${archive} is not in the catalog`);
+    const path = archivePaths(this.syncDir, rec.name).zipPath;
+    try {
+      entry = { fd: openSync(path, 'r'), path };
+    } catch (e) {
+      throw new FsError('EIO', `cannot open archive zip: ${String(e)}`, path);
+    }
+    this.zipFds.set(archive, entry);
+    return entry;
+  }
+
+  // ================================================================ publishing
+
+  private nextStamp(): Stamp {
+    const counter = this.state.counter() + 1;
+    this.port.transaction(() => this.state.setCounter(counter));
+    return { counter, boxid: this.replicaId };
+  }
+
+  private async publish(): Promise<PublishReport> {
+    this.port.writeBackAll();
+    const rows = this.port.outbox();
+    if (rows.length === 0) return { archives: [], versionCount: 0, blockCount: 0 };
+    const drafts = this.draftVersions(rows.map((r) => r.ino));
+    const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
+    let blockCount = 0;
+    const chunks = this.chunk(drafts);
+    for (const [i, chunk] of chunks.entries()) {
+      const last = i === chunks.length - 1;
+      const written = await this.writeChunk(chunk.drafts, chunk.blocks, last ? rows : []);
+      if (written !== undefined) archives.push(written);
+      blockCount += chunk.blocks.size;
+    }
+    if (chunks.length === 0) this.port.transaction(() => this.port.clearOutbox(rows));
+    const paths = new Set(drafts.map((d) => d.version.path));
+    for (const p of this.deferredPaths) paths.add(p);
+    this.deferredPaths.clear();
+    this.reconcile(paths);
+    return { archives, versionCount: drafts.length, blockCount };
+  }
+
+  /** Splits drafts into archives under the soft limits; the blocks each must carry. */
+  private chunk(drafts: Draft[]): { drafts: Draft[]; blocks: Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }> }[] {
+    const chunks: { drafts: Draft[]; blocks: Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }> }[] = [];
+    let current: (typeof chunks)[number] | undefined;
+    const shipped = new Set<string>();
+    for (const draft of drafts) {
+      const need = this.blocksToShip(draft, shipped);
+      if (current === undefined || current.drafts.length >= archiveVersionCountSoftMax || current.blocks.size + need.size > archiveBlockCountSoftMax) {
+        current = { drafts: [], blocks: new Map() };
+        chunks.push(current);
+      }
+      current.drafts.push(draft);
+      for (const [hex, b] of need) current.blocks.set(hex, b);
+    }
+    return chunks;
+  }
+
+  /** Blocks named by a draft's ids runs that no archive has and no earlier draft ships. */
+  private blocksToShip(draft: Draft, shipped: Set<string>): Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }> {
+    const need = new Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>();
+    if (draft.version.type !== 'file' || draft.ino === undefined) return need;
+    const pointers = this.port.blockPointers(draft.ino);
+    for (const run of draft.version.blockRuns) {
+      if (run.kind !== 'ids') continue;
+      for (let i = 0; i < run.ids.length / blockIdBytes; i++) {
+        const id = run.ids.subarray(i * blockIdBytes, (i + 1) * blockIdBytes);
+        const hex = Buffer.from(id).toString('hex');
+        if (/^0+$/.test(hex) || shipped.has(hex) || this.state.hasBlock(id)) continue;
+        const blockIndex = run.blockIndex + i;
+        const pointer = pointers.get(blockIndex);
+        if (pointer === undefined) throw new FsError('ASSERT', `block ${blockIndex} of inode ${draft.ino} vanished while publishing`);
+        shipped.add(hex);
+        need.set(hex, { ino: draft.ino, blockIndex, pointer });
+      }
+    }
+    return need;
+  }
+
+  private async writeChunk(drafts: Draft[], blocks: Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>,
+    rows: { ino: number; sequence: number }[]): Promise<{ name: string; zipSizeBytes: number; idxSizeBytes: number } | undefined> {
+    const name = newArchiveName();
+    const port = this.port;
+    const payloads = function* (): Generator<BlockPayload> {
+      for (const [hex, b] of blocks) {
+        const data = port.readStoredBlock(b.ino, b.blockIndex, b.pointer);
+        yield { blockId: Buffer.from(hex, 'hex'), data };
+      }
+    };
+    let locations: BlockLocation[] = [];
+    const written = await writeArchive(this.syncDir, {
+      name,
+      writeZip: async (tempPath) => {
+        locations = (await writeBlockZipFile(tempPath, payloads(), { compressionLevel: this.compressionLevel })).locations;
+      },
+      idx: (zipSizeBytes): Idx => ({
+        header: { archiveName: name, writerBoxid: this.replicaId, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: false, zipSizeBytes },
+        versions: drafts.map((d) => d.version),
+        blocks: locations,
+      }),
+    });
+    this.port.transaction(() => {
+      const number = this.state.addArchive({ name, zipSizeBytes: written.zipSizeBytes, own: true });
+      for (const loc of locations) this.state.addBlock(number, loc);
+      for (const d of drafts) this.recordVersion(d.version, d.flat);
+      this.updateIdentities(drafts);
+      this.port.clearOutbox(rows);
+    });
+    return { name, zipSizeBytes: written.zipSizeBytes, idxSizeBytes: written.idxSizeBytes };
+  }
+
+  private recordVersion(v: FileVersion, flat: Uint8Array): boolean {
+    if (this.state.hasStamp(v.stamp)) return false;
+    this.state.putFlatList(v.stamp, flat);
+    const rec = this.state.pathRecord(v.path);
+    rec.versions.push(metaOf(v));
+    this.state.putPathRecord(v.path, rec);
+    if (v.stamp.counter > this.state.counter()) this.state.setCounter(v.stamp.counter);
+    return true;
+  }
+
+  private updateIdentities(drafts: Draft[]): void {
+    const byIno = new Map<number, Identity[]>();
+    const touched = new Set<number>();
+    for (const d of drafts) if (d.ino !== undefined) touched.add(d.ino);
+    for (const ino of touched) byIno.set(ino, this.state.identities(ino));
+    for (const d of drafts) {
+      if (d.ino === undefined) continue;
+      const list = byIno.get(d.ino)!.filter((id) => id.path !== d.version.path);
+      if (!d.version.deleted) list.push({ path: d.version.path, stamp: d.version.stamp });
+      byIno.set(d.ino, list);
+    }
+    for (const [ino, list] of byIno) {
+      const paths = new Set(this.port.node(ino) === undefined ? [] : this.port.pathsOf(ino));
+      this.state.setIdentities(ino, list.filter((id) => paths.has(id.path)));
+    }
+  }
+
+  /** Turns outbox inodes (and everything below a directory that moved) into version drafts. */
+  private draftVersions(inos: number[]): Draft[] {
+    const work = new Set(inos);
+    for (const ino of inos) this.addMovedSubtree(ino, work);
+    const tombstones = new Map<string, Draft>();
+    const live = new Map<string, Draft>();
+    const nodes = new Map<number, { node: PortNode | undefined; paths: string[]; ids: Identity[] }>();
+    for (const ino of work) {
+      const node = this.port.node(ino);
+      const paths = node === undefined ? [] : this.port.pathsOf(ino);
+      nodes.set(ino, { node, paths, ids: this.state.identities(ino) });
+    }
+    for (const [ino, { paths, ids }] of nodes) {
+      for (const id of ids) {
+        if (paths.includes(id.path)) continue;
+        const t = this.tombstone(id);
+        if (t !== undefined) tombstones.set(t.version.path, { ...t, ino });
+      }
+    }
+    for (const [, { node, paths, ids }] of nodes) {
+      if (node === undefined) continue;
+      for (const path of paths) {
+        const d = this.liveDraft(node, path, ids, tombstones.get(path));
+        if (d !== undefined) live.set(path, d);
+      }
+    }
+    for (const [path, d] of tombstones) if (!live.has(path)) live.set(path, d);
+    return [...live.values()].sort((a, b) => depth(a.version.path) - depth(b.version.path));
+  }
+
+  /** When directory `ino`'s paths differ from the ones it published, adds all below it. */
+  private addMovedSubtree(ino: number, work: Set<number>): void {
+    const node = this.port.node(ino);
+    if (node === undefined || node.type !== 'dir') return;
+    const paths = this.port.pathsOf(ino);
+    const ids = this.state.identities(ino);
+    if (ids.length === 0 || ids.every((id) => paths.includes(id.path))) return;
+    const stack = [ino];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      for (const child of this.port.children(dir)) {
+        work.add(child.ino);
+        if (this.port.node(child.ino)?.type === 'dir') stack.push(child.ino);
+      }
+    }
+  }
+
+  private tombstone(id: Identity): Draft | undefined {
+    const version: FileVersion = {
+      path: id.path, type: 'file', mode: 0, uid: 0, gid: 0, rdev: 0, mtimeNs: BigInt(Date.now()) * 1_000_000n, sizeBytes: 0,
+      symlinkTarget: '', xattrs: [], deleted: true, stamp: this.nextStamp(), base: id.stamp, blockRuns: [],
+    };
+    return { version, flat: new Uint8Array(0), ino: undefined };
+  }
+
+  private liveDraft(node: PortNode, path: string, ids: Identity[], replaced: Draft | undefined): Draft | undefined {
+    const own = ids.find((id) => id.path === path);
+    const moved = own === undefined ? ids[0] : undefined;
+    const base = own?.stamp ?? replaced?.version.base ?? latestHead(this.state.pathRecord(path).versions);
+    const flat = node.type === 'file' ? this.flatListOf(node) : new Uint8Array(0);
+    if (own !== undefined && this.unchanged(node, own, flat)) return undefined;
+    const sourceStamp = [own?.stamp, moved?.stamp].find((st) => st !== undefined && st.counter > 0);
+    const sourceFlat = sourceStamp === undefined ? undefined : this.state.flatList(sourceStamp);
+    const source = sourceStamp !== undefined && sourceFlat !== undefined && node.type === 'file' ? { stamp: sourceStamp, flat: sourceFlat } : undefined;
+    const version: FileVersion = {
+      path, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, rdev: node.rdev, mtimeNs: node.mtimeNs,
+      sizeBytes: node.type === 'symlink' ? Buffer.byteLength(node.symlinkTarget) : node.type === 'file' ? node.sizeBytes : 0,
+      symlinkTarget: node.type === 'symlink' ? node.symlinkTarget : '',
+      xattrs: node.xattrs.map((x) => ({ name: x.name, value: x.value })),
+      deleted: false, stamp: this.nextStamp(), base, blockRuns: node.type === 'file' ? deltaRuns(flat, source) : [],
+    };
+    return { version, flat, ino: node.ino };
+  }
+
+  /** True when the node still matches the version it shows (nothing worth a new version). */
+  private unchanged(node: PortNode, own: Identity, flat: Uint8Array): boolean {
+    const meta = this.state.pathRecord(own.path).versions.find((v) => sameStamp(v.stamp, own.stamp));
+    if (meta === undefined || meta.path !== own.path || meta.type !== node.type) return false;
+    if (meta.mode !== node.mode || meta.uid !== node.uid || meta.gid !== node.gid || meta.rdev !== node.rdev) return false;
+    if (meta.symlinkTarget !== node.symlinkTarget && node.type === 'symlink') return false;
+    if (meta.xattrs.length !== node.xattrs.length) return false;
+    for (const [i, [name, value]] of meta.xattrs.entries()) {
+      const x = node.xattrs[i]!;
+      if (x.name !== name || !x.value.equals(Buffer.from(value))) return false;
+    }
+    if (node.type === 'dir') return true;
+    if (meta.mtimeNs !== node.mtimeNs.toString() || meta.sizeBytes !== node.sizeBytes) return false;
+    if (node.type !== 'file') return true;
+    const old = this.state.flatList(own.stamp);
+    return old !== undefined && Buffer.compare(Buffer.from(old), Buffer.from(flat)) === 0;
+  }
+
+  /** The flat block-id list of a file, hashing (and remembering) blocks whose id is unknown. */
+  private flatListOf(node: PortNode): Uint8Array {
+    const slots = blockSlotCount(node.sizeBytes);
+    const flat = new Uint8Array(slots * blockIdBytes);
+    const remember: { blockIndex: number; pointer: BlockPointer; blockId: Buffer }[] = [];
+    for (const [blockIndex, pointer] of this.port.blockPointers(node.ino)) {
+      if (blockIndex >= slots) continue;
+      let id = pointer.blockId;
+      if (id.every((b) => b === 0)) {
+        id = blockIdOf(this.port.readStoredBlock(node.ino, blockIndex, pointer));
+        remember.push({ blockIndex, pointer, blockId: id });
+      }
+      flat.set(id, blockIndex * blockIdBytes);
+    }
+    if (remember.length > 0) this.port.rememberBlockIds(node.ino, remember);
+    return flat;
+  }
+
+  // ================================================================ importing
+
+  private async import(): Promise<ImportReport> {
+    const known = this.state.archiveNames();
+    const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true });
+    for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
+    const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
+    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined);
+    if (fresh.length === 0 && plainPaths.size === 0) return { imported: [], waiting: [] };
+    if (this.port.outboxCount() > 0) await this.publish();
+    const touched = new Set<string>(plainPaths);
+    const imported: string[] = [];
+    let pending = fresh;
+    for (let progress = true; progress && pending.length > 0; ) {
+      progress = false;
+      const next: CompleteArchive[] = [];
+      for (const archive of pending) {
+        const resolved = this.resolveArchive(archive);
+        if (resolved === undefined) {
+          next.push(archive);
+          continue;
+        }
+        this.port.transaction(() => {
+          const number = this.state.addArchive({ name: archive.name, zipSizeBytes: archive.zipSizeBytes, own: false });
+          for (const loc of archive.idx!.blocks) this.state.addBlock(number, loc);
+          for (const [i, v] of archive.idx!.versions.entries()) if (this.recordVersion(v, resolved[i]!)) touched.add(v.path);
+        });
+        imported.push(archive.name);
+        progress = true;
+      }
+      pending = next;
+    }
+    for (const a of pending) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
+    this.reconcile(touched);
+    return { imported, waiting: pending.map((a) => a.name) };
+  }
+
+  /** Flat lists of every version of an archive, or undefined while a source version or block is missing. */
+  private resolveArchive(archive: CompleteArchive): Uint8Array[] | undefined {
+    const idx = archive.idx!;
+    const own = new Map<string, Uint8Array>();
+    const inArchive = new Set(idx.blocks.map((b) => Buffer.from(b.blockId).toString('hex')));
+    const lists: Uint8Array[] = [];
+    for (const v of idx.versions) {
+      let flat: Uint8Array;
+      try {
+        flat = resolveBlockList(v, (s) => own.get(stampString(s)) ?? this.state.flatList(s), archive.idxPath);
+      } catch (e) {
+        if (isFsError(e, 'BAD_ARCHIVE')) return undefined;
+        throw e;
+      }
+      for (let slot = 0; slot < flat.length / blockIdBytes; slot++) {
+        if (isZeroId(flat, slot)) continue;
+        const id = flat.subarray(slot * blockIdBytes, (slot + 1) * blockIdBytes);
+        if (!inArchive.has(Buffer.from(id).toString('hex')) && !this.state.hasBlock(id)) return undefined;
+      }
+      own.set(stampString(v.stamp), flat);
+      lists.push(flat);
+    }
+    return lists;
+  }
+
+  // ================================================================ reconciling the local tree
+
+  /** Makes the local tree show, for each of `paths` (and their ancestors), what the versions say. */
+  reconcile(paths: Set<string>): void {
+    const all = new Set<string>();
+    for (const p of paths) {
+      all.add(p);
+      for (const a of ancestors(p)) all.add(a);
+    }
+    const plans = [...all].map((p) => this.plan(p));
+    for (const plan of [...plans].sort((a, b) => depth(b.path) - depth(a.path))) {
+      this.guard(plan.path, () => this.removeStale(plan));
+    }
+    for (const plan of plans.sort((a, b) => depth(a.path) - depth(b.path))) {
+      this.guard(plan.path, () => this.installPlan(plan));
+    }
+  }
+
+  private guard(path: string, action: () => void): void {
+    try {
+      action();
+    } catch (e) {
+      this.log(`cannot apply ${JSON.stringify(path)}: ${String(e)}`);
+    }
+  }
+
+  private plan(path: string): { path: string; record: PathRecord; show: VersionMeta | 'implicit' | undefined; copies: Map<string, VersionMeta> } {
+    const record = this.state.pathRecord(path);
+    const { winner, losers } = resolveVersions(record.versions);
+    const liveBelow = path === '' || this.liveBelow(path);
+    let show: VersionMeta | 'implicit' | undefined = winner;
+    const lost = [...losers];
+    if (winner !== undefined && winner.type !== 'dir' && liveBelow) {
+      lost.unshift(winner);
+      show = 'implicit';
+    } else if (winner === undefined && liveBelow) {
+      show = 'implicit';
+    }
+    const copies = new Map<string, VersionMeta>();
+    if (show !== undefined) {
+      for (const loser of lost) {
+        const copy = conflictPath(path, loser);
+        if (!this.realPathLive(copy)) copies.set(copy, loser);
+      }
+    }
+    return { path, record, show, copies };
+  }
+
+  private realPathLive(path: string): boolean {
+    return resolveVersions(this.state.pathRecord(path).versions).winner !== undefined || this.liveBelow(path);
+  }
+
+  private liveBelow(path: string): boolean {
+    for (const p of this.state.pathsBelow(path)) {
+      if (resolveVersions(this.state.pathRecord(p).versions).winner !== undefined) return true;
+    }
+    return false;
+  }
+
+  private busy(path: string): boolean {
+    const ino = this.port.lookup(path);
+    if (ino !== undefined && this.port.inOutbox(ino)) {
+      this.deferredPaths.add(path);
+      return true;
+    }
+    return false;
+  }
+
+  private removeStale(plan: ReturnType<SyncEngine['plan']>): void {
+    for (const copy of plan.record.copies) {
+      if (plan.copies.has(copy) || this.busy(copy)) continue;
+      const ino = this.port.lookup(copy);
+      if (ino === undefined) continue;
+      if (this.state.identities(ino).every((id) => id.path === plan.path)) this.port.importing(() => this.port.removePath(copy));
+    }
+    if (plan.show !== undefined || plan.path === '' || this.busy(plan.path)) return;
+    if (this.port.lookup(plan.path) !== undefined) this.port.importing(() => this.port.removePath(plan.path));
+  }
+
+  private installPlan(plan: ReturnType<SyncEngine['plan']>): void {
+    if (plan.show !== undefined && !this.busy(plan.path)) {
+      if (plan.show === 'implicit') this.installImplicitDir(plan.path);
+      else this.installVersion(plan.path, plan.show);
+    }
+    const installed: string[] = [];
+    for (const [copy, loser] of plan.copies) {
+      if (this.busy(copy)) continue;
+      this.guard(copy, () => {
+        this.installVersion(copy, loser);
+        installed.push(copy);
+      });
+    }
+    const before = plan.record.copies.join('\0');
+    const kept = plan.record.copies.filter((c) => plan.copies.has(c) && this.port.lookup(c) !== undefined);
+    const copies = [...new Set([...kept, ...installed])].sort();
+    if (copies.join('\0') !== before) {
+      this.port.transaction(() => {
+        const rec = this.state.pathRecord(plan.path);
+        rec.copies = copies;
+        this.state.putPathRecord(plan.path, rec);
+      });
+    }
+  }
+
+  private installImplicitDir(path: string): void {
+    const ino = this.port.lookup(path);
+    if (ino !== undefined && this.port.node(ino)?.type === 'dir') return;
+    this.port.importing(() => {
+      const installed = this.port.install(path, { type: 'dir', mode: 0o755, uid: 0, gid: 0, rdev: 0, mtimeNs: 0n, symlinkTarget: '', xattrs: [] });
+      this.state.setIdentities(installed, []);
+    });
+  }
+
+  /** Installs version `v` at `at` (its own path, or a conflict-copy path). */
+  private installVersion(at: string, v: VersionMeta): void {
+    const existing = this.port.lookup(at);
+    if (existing !== undefined && this.state.identities(existing).some((id) => id.path === v.path && sameStamp(id.stamp, v.stamp))) return;
+    const attrs: PortAttrs = {
+      type: v.type, mode: v.mode, uid: v.uid, gid: v.gid, rdev: v.rdev, mtimeNs: BigInt(v.mtimeNs),
+      symlinkTarget: v.symlinkTarget, xattrs: v.xattrs.map(([name, value]) => ({ name, value })),
+    };
+    if (v.stamp.counter === 0 && v.type === 'file') {
+      const data = this.plain.content(v.stamp);
+      if (data === undefined) throw new FsError('EIO', `content of the plain-zip entry is no longer held; remount to re-read it`, v.path);
+      this.port.importing(() => {
+        const ino = this.port.installData(at, attrs, data);
+        this.state.setIdentities(ino, [{ path: v.path, stamp: v.stamp }]);
+      });
+      return;
+    }
+    let content: { sizeBytes: number; pointers: Map<number, BlockPointer> } | undefined;
+    if (v.type === 'file') content = { sizeBytes: v.sizeBytes, pointers: this.pointersFor(v, existing) };
+    this.port.importing(() => {
+      const ino = this.port.install(at, attrs, content);
+      this.state.setIdentities(ino, [{ path: v.path, stamp: v.stamp }]);
+    });
+  }
+
+  /** Block pointers for a version: local segment blocks with the same id are reused, others point into archives. */
+  private pointersFor(v: VersionMeta, existing: number | undefined): Map<number, BlockPointer> {
+    const flat = this.state.flatList(v.stamp);
+    if (flat === undefined) throw new FsError('ASSERT', `no block list for version ${stampString(v.stamp)} of ${v.path}`);
+    // A local block is reused only in its own slot: segment records name their owner (ino, block index).
+    const local = existing !== undefined && this.port.node(existing)?.type === 'file' ? this.port.blockPointers(existing) : new Map<number, BlockPointer>();
+    const pointers = new Map<number, BlockPointer>();
+    for (let slot = 0; slot < flat.length / blockIdBytes; slot++) {
+      if (isZeroId(flat, slot)) continue;
+      if (slot * blockSizeBytes >= v.sizeBytes) break;
+      const id = Buffer.from(flat.subarray(slot * blockIdBytes, (slot + 1) * blockIdBytes));
+      const reuse = local.get(slot);
+      if (reuse !== undefined && reuse.kind === blockPointerKind.segment && reuse.blockId.equals(id)) {
+        pointers.set(slot, reuse);
+        continue;
+      }
+      const stored = this.state.block(id);
+      if (stored !== undefined) {
+        pointers.set(slot, archivePointer(id, stored.location.sizeBytes, stored.archive));
+        continue;
+      }
+      throw new FsError('ASSERT', `block ${id.toString('hex')} of ${v.path} is in no known archive`);
+    }
+    return pointers;
+  }
+
+  /** The archive zip path of the store's catalog entry (tests). */
+  zipPathOf(name: string): string {
+    return join(this.syncDir, `${name}.zip`);
+  }
+}

