@@ -7,8 +7,10 @@
  *    the mount ready (or failed), print where the log is, and exit;
  * 3. check the mountpoint: a live mount is refused; a stale one ("Transport endpoint is not
  *    connected") left by a killed zippy-fs is lazily unmounted first;
- * 4. open the store (locked), the file system, and mount;
- * 5. on SIGINT/SIGTERM: write everything back, make it durable, unmount, exit 0.
+ * 4. open the store (locked), the file system, start sync (import what is new in the sync dir,
+ *    republish a leftover outbox, watch the sync dir), and mount;
+ * 5. on SIGINT/SIGTERM: stop sync after publishing everything, write back, make it durable,
+ *    unmount, exit 0.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -20,6 +22,8 @@ import { isFsError } from '../errors.js';
 import { cacheSizeBytesDefault, cacheSizeBytesMin } from '../limits.js';
 import { FileSystem } from '../inode/fs.js';
 import { Store } from '../inode/store.js';
+import { loadBoxid } from '../sync/boxid.js';
+import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
 import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2, busy: 3 } as const;
@@ -36,6 +40,8 @@ Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountp
        allow_other      let other users see the mount (needs user_allow_other for non-root)
        uid=N, gid=N     report every file as owned by this uid / gid
        debug            log every FUSE request (implies -f)
+       publish_delay_ms=N  group-commit delay before changes are published (default 300)
+       boxid_file=PATH  the machine's boxid file (default $XDG_CONFIG_HOME/zippy-fs/boxid)
   -h, --help     this text
 
 Exit codes: 0 unmounted cleanly, 1 failure, 2 usage error, 3 mountpoint busy.`;
@@ -51,6 +57,9 @@ export interface MountOptions {
   uid: number | undefined;
   gid: number | undefined;
   debug: boolean;
+  /** Group-commit delay of the publisher. */
+  publishDelayMs: number;
+  boxidFile: string | undefined;
   /** Options not known here, passed to libfuse as they are. */
   extra: string[];
 }
@@ -79,6 +88,8 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
     uid: undefined,
     gid: undefined,
     debug: false,
+    publishDelayMs: publishDelayMsDefault,
+    boxidFile: undefined,
     extra: [],
   };
   for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
@@ -110,6 +121,15 @@ function applyOption(options: MountOptions, opt: string): void {
     }
     case 'debug':
       options.debug = true;
+      return;
+    case 'publish_delay_ms': {
+      const ms = Number(requireValue(key, value));
+      if (!Number.isSafeInteger(ms) || ms < 0 || ms > 60_000) throw new UsageError('publish_delay_ms must be 0..60000');
+      options.publishDelayMs = ms;
+      return;
+    }
+    case 'boxid_file':
+      options.boxidFile = resolve(requireValue(key, value));
       return;
     default:
       options.extra.push(opt);
@@ -194,9 +214,15 @@ async function runForeground(options: MountOptions): Promise<number> {
   for (const line of store.openReport.messages) log(line);
   const fs = new FileSystem(store, { cacheSizeBytes: options.cacheSizeBytes });
   let handle: MountHandle;
+  let sync: SyncEngine | undefined;
   try {
+    const boxid = loadBoxid(options.boxidFile);
+    const started = Date.now();
+    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, watch: true, log });
+    log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})`);
     handle = await mountBridge(fs, options, log);
   } catch (e) {
+    await sync?.stop().catch((err: unknown) => log(`sync stop failed: ${String(err)}`));
     await fs.close();
     await store.close();
     throw e;
@@ -210,6 +236,7 @@ async function runForeground(options: MountOptions): Promise<number> {
       stopping = true;
       log(`${signal}: writing back and unmounting`);
       try {
+        await sync?.stop();
         await fs.close();
         await handle.unmount();
         await store.close();

