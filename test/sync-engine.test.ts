@@ -143,3 +143,56 @@ test('deltas: a 4 KiB write into a large file, a rename and identical files ship
     await b.cleanup();
   }
 });
+
+test('conflicts: concurrent edits keep both (higher stamp keeps the name), delete against modify keeps the modified file', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  try {
+    write(a, '/report.txt', 'base');
+    write(a, '/gone.txt', 'keep me');
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    write(a, '/report.txt', 'from A');
+    write(b, '/report.txt', 'from B');
+    b.fs.unlink(rootCtx, 1, 'gone.txt');
+    write(a, '/gone.txt', 'edited!');
+    await a.engine.publishNow();
+    await b.engine.publishNow();
+    await a.engine.importNow();
+    await b.engine.importNow();
+    const names = (box: SyncBox): string[] => box.fs.readdir(1).map((e) => e.name).sort();
+    assert.deepEqual(names(a), names(b));
+    const copies = names(a).filter((n) => n.startsWith('report.sync-conflict-'));
+    assert.equal(copies.length, 1, `one conflict copy: ${names(a).join(', ')}`);
+    assert.match(copies[0]!, /^report\.sync-conflict-\d{8}-\d{6}-[0-9a-f]{8}\.txt$/);
+    // B published later, so its stamp is higher: B's content keeps the name on both boxes.
+    assert.equal(read(a, '/report.txt'), 'from B');
+    assert.equal(read(b, '/report.txt'), 'from B');
+    assert.equal(read(a, `/${copies[0]!}`), 'from A');
+    assert.equal(read(b, '/gone.txt'), 'edited!');
+    assert.equal(read(a, '/gone.txt'), 'edited!');
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
+
+test('a restart republishes what was never published; own archives are not re-imported', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  try {
+    write(a, '/pending.txt', 'not yet published');
+    await a.fs.fsync();
+    await a.crashAndReopen();
+    assert.equal(readdirSync(dir).filter((f) => f.endsWith('.idx')).length, 1, 'start republished the outbox');
+    const again = await a.engine.importNow();
+    assert.deepEqual(again.imported, []);
+    await b.engine.importNow();
+    assert.equal(read(b, '/pending.txt'), 'not yet published');
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
