@@ -372,11 +372,15 @@ export class SyncEngine {
       writeZip: async (tempPath) => {
         locations = (await writeBlockZipFile(tempPath, payloads(), { compressionLevel: this.compressionLevel })).locations;
       },
-      idx: (zipSizeBytes): Idx => ({
+      idx: (zipSizeBytes): Idx => {
+        // Crash-test hook: a real kill -9 between the durable zip and the idx (the commit point).
+        if (process.env['ZIPPY_TEST_KILL_BEFORE_IDX'] === '1') process.kill(process.pid, 'SIGKILL');
+        return {
         header: { archiveName: name, writerBoxid: this.replicaId, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: false, zipSizeBytes },
         versions: drafts.map((d) => d.version),
         blocks: locations,
-      }),
+        };
+      },
     });
     this.port.transaction(() => {
       const number = this.state.addArchive({ name, zipSizeBytes: written.zipSizeBytes, own: true });

@@ -1,0 +1,231 @@
+/**
+ * Archives in the sync dir as other tools and bad actors see them: interop with Info-ZIP and
+ * Python, bad input (truncated and corrupt zips, bad idx trailers, idx without zip, zip bombs,
+ * duplicate entries, a huge idx), a publisher killed between zip and idx, the plain-zip union.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { rootCtx } from '../src/inode/types.js';
+import { openSyncBox, runTool, tempDir, type SyncBox } from './fixtures.js';
+
+function write(box: SyncBox, path: string, data: Buffer | string): void {
+  const fs = box.fs;
+  let ino: number;
+  try {
+    ino = fs.resolve(path);
+  } catch {
+    const { parent, name } = fs.resolveParent(path);
+    ino = fs.mknod(rootCtx, parent, name, 0o100644).ino;
+  }
+  const fh = fs.open(ino);
+  fs.write(rootCtx, ino, 0, Buffer.from(data));
+  fs.release(fh);
+}
+
+function read(box: SyncBox, path: string): string {
+  const ino = box.fs.resolve(path);
+  return box.fs.read(ino, 0, box.fs.getattr(ino).size).toString();
+}
+
+function exists(box: SyncBox, path: string): boolean {
+  try {
+    box.fs.resolve(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function archives(dir: string): string[] {
+  return readdirSync(dir).filter((f) => /^[0-9a-f]{32}\.idx$/.test(f)).map((f) => f.slice(0, 32)).sort();
+}
+
+function randomish(sizeBytes: number, seed: number): Buffer {
+  const b = Buffer.alloc(sizeBytes);
+  let x = seed | 1;
+  for (let i = 0; i < sizeBytes; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b.writeInt32LE(x | 0, i);
+  }
+  return b;
+}
+
+test('interop: published archives pass unzip -t and Python zipfile testzip()', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  try {
+    write(a, '/text.txt', 'hello '.repeat(5000));
+    write(a, '/random.bin', randomish(100_000, 7));
+    await a.engine.publishNow();
+    const names = archives(dir);
+    assert.equal(names.length, 1);
+    const zip = join(dir, `${names[0]!}.zip`);
+    const out = runTool('unzip', ['-t', zip]);
+    assert.match(out, /No errors detected/);
+    const py = runTool('python3', ['-c', 'import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nr = z.testzip()\nprint("bad" if r else "ok", len(z.namelist()))', zip]);
+    assert.match(py, /^ok \d+/);
+  } finally {
+    await a.cleanup();
+  }
+});
+
+test('bad input: corrupt, truncated, half-written and oversized archives are skipped with a warning naming the file, and retried', async () => {
+  const source = tempDir();
+  const dir = tempDir();
+  const a = await openSyncBox(source);
+  const warnings: string[] = [];
+  try {
+    write(a, '/good.txt', 'good');
+    await a.engine.publishNow();
+    const [good] = archives(source);
+    write(a, '/late.txt', 'arrives late');
+    await a.engine.publishNow();
+    const late = archives(source).find((n) => n !== good)!;
+    write(a, '/crc.txt', 'bad crc');
+    await a.engine.publishNow();
+    const crc = archives(source).find((n) => n !== good && n !== late)!;
+    for (const n of [good!, late, crc]) for (const ext of ['.zip', '.idx']) copyFileSync(join(source, n + ext), join(dir, n + ext));
+    // late: the zip is still "in transfer" (cut short); crc: one flipped byte in the idx.
+    truncateSync(join(dir, `${late}.zip`), 30);
+    const idx = readFileSync(join(dir, `${crc}.idx`));
+    idx[100] = idx[100]! ^ 0xff;
+    writeFileSync(join(dir, `${crc}.idx`), idx);
+    // An idx without zip, a huge idx, a zip that is not a zip, a plain zip with a bomb and duplicates.
+    writeFileSync(join(dir, `${'ab'.repeat(16)}.idx`), readFileSync(join(source, `${good!}.idx`)));
+    writeFileSync(join(dir, `${'cd'.repeat(16)}.idx`), Buffer.alloc(0));
+    truncateSync(join(dir, `${'cd'.repeat(16)}.idx`), 65 * 1024 * 1024);
+    writeFileSync(join(dir, 'garbage.zip'), 'this is not a zip file at all');
+    runTool('python3', ['-c', [
+      'import sys, zipfile, struct, warnings',
+      'warnings.simplefilter("ignore")',
+      'z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED)',
+      'z.writestr("bomb.bin", b"\\0" * 100000)',
+      'z.writestr("dup.txt", b"first")',
+      'z.writestr("dup.txt", b"second")',
+      'z.writestr("../evil.txt", b"escape")',
+      'z.writestr("fine.txt", b"fine")',
+      'z.close()',
+      'b = bytearray(open(sys.argv[1], "rb").read())',
+      'i = b.find(b"PK\\x01\\x02")',
+      'struct.pack_into("<I", b, i + 24, 3 * 1024 ** 3 - 1)',
+      'open(sys.argv[1], "wb").write(b)',
+    ].join('\n'), join(dir, 'plain.zip')]);
+
+    const b = await openSyncBox(dir, { log: (m) => warnings.push(m) });
+    try {
+      assert.equal(read(b, '/good.txt'), 'good');
+      assert.equal(exists(b, '/late.txt'), false);
+      assert.equal(exists(b, '/crc.txt'), false);
+      assert.equal(read(b, '/fine.txt'), 'fine');
+      assert.equal(exists(b, '/bomb.bin'), false);
+      assert.equal(read(b, '/dup.txt'), 'first');
+      const text = warnings.join('\n');
+      for (const name of [`${late}.idx`, `${crc}.idx`, `${'ab'.repeat(16)}.idx`, `${'cd'.repeat(16)}.idx`, 'garbage.zip']) {
+        assert.ok(text.includes(name), `a warning names ${name}:\n${text}`);
+      }
+      assert.match(text, /plain\.zip: entry .*bomb\.bin.* (too-large|bad-ratio)/);
+      assert.match(text, /plain\.zip: entry .*evil\.txt.* dot-dot/);
+      assert.match(text, /plain\.zip: entry .*dup\.txt.* duplicate/);
+      // The transfer finishes: the archive is picked up at the next scan; nothing imported is lost.
+      copyFileSync(join(source, `${late}.zip`), join(dir, `${late}.zip`));
+      await b.engine.importNow();
+      assert.equal(read(b, '/late.txt'), 'arrives late');
+      assert.equal(read(b, '/good.txt'), 'good');
+    } finally {
+      await b.cleanup();
+    }
+  } finally {
+    await a.cleanup();
+  }
+});
+
+test('kill -9 of a publisher between zip and idx: nobody imports a partial archive, the next mount republishes', async () => {
+  const dir = tempDir();
+  const storeDir = tempDir();
+  const self = fileURLToPath(import.meta.url);
+  const ts = self.endsWith('.ts');
+  const mod = (p: string): string => new URL(`../src/${p}.${ts ? 'ts' : 'js'}`, import.meta.url).href;
+  const code = `
+    const { Store } = await import(${JSON.stringify(mod('inode/store'))});
+    const { FileSystem } = await import(${JSON.stringify(mod('inode/fs'))});
+    const { SyncEngine } = await import(${JSON.stringify(mod('sync/engine'))});
+    const { rootCtx } = await import(${JSON.stringify(mod('inode/types'))});
+    const store = Store.open(${JSON.stringify(storeDir)});
+    const fs = new FileSystem(store, { writebackDelayMs: 0 });
+    const engine = await SyncEngine.start(fs, { syncDir: ${JSON.stringify(dir)}, boxid: 'aa'.repeat(16), publishDelayMs: 60000 });
+    const ino = fs.mknod(rootCtx, 1, 'victim.txt', 0o100644).ino;
+    fs.write(rootCtx, ino, 0, Buffer.from('survives the crash'));
+    await fs.fsync();
+    process.env.ZIPPY_TEST_KILL_BEFORE_IDX = '1';
+    await engine.publishNow();
+  `;
+  const result = spawnSync(process.execPath, [...(ts ? ['--import', 'tsx'] : []), '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(result.signal, 'SIGKILL', `the publisher was killed: ${result.stderr}`);
+  const files = readdirSync(dir);
+  assert.equal(files.filter((f) => f.endsWith('.idx')).length, 0);
+  assert.equal(files.filter((f) => /^[0-9a-f]{32}\.zip$/.test(f)).length, 1, `a pending zip: ${files.join(' ')}`);
+  const reader = await openSyncBox(dir);
+  try {
+    assert.equal(exists(reader, '/victim.txt'), false);
+    const { Store } = await import('../src/inode/store.js');
+    const { FileSystem } = await import('../src/inode/fs.js');
+    const { SyncEngine } = await import('../src/sync/engine.js');
+    const store = Store.open(storeDir);
+    const fs = new FileSystem(store, { writebackDelayMs: 0 });
+    const engine = await SyncEngine.start(fs, { syncDir: dir, boxid: 'aa'.repeat(16), publishDelayMs: 60_000 });
+    await engine.stop();
+    await fs.close();
+    await store.close();
+    await reader.engine.importNow();
+    assert.equal(read(reader, '/victim.txt'), 'survives the crash');
+  } finally {
+    await reader.cleanup();
+    rmSync(storeDir, { recursive: true, force: true });
+  }
+});
+
+test('plain zips made by Info-ZIP mount as a newest-wins union; a write shadows the entry with a new version', async () => {
+  const dir = tempDir();
+  const work = tempDir();
+  const mk = (name: string, files: Record<string, string>, mtime: number): void => {
+    const root = join(work, name);
+    mkdirSync(root, { recursive: true });
+    for (const [p, content] of Object.entries(files)) {
+      mkdirSync(join(root, p, '..'), { recursive: true });
+      writeFileSync(join(root, p), content);
+      utimesSync(join(root, p), mtime, mtime);
+    }
+    return;
+  };
+  mk('one', { 'shared.txt': 'old', 'nested/deep/one.txt': 'one' }, 1_600_000_000);
+  mkdirSync(join(work, 'one', 'empty'));
+  symlinkSync('nested/deep/one.txt', join(work, 'one', 'link'));
+  mk('two', { 'shared.txt': 'new', 'two.txt': 'two' }, 1_700_000_000);
+  runTool('zip', ['-qry', join(dir, 'one.zip'), '.'], { cwd: join(work, 'one') });
+  runTool('zip', ['-qry', join(dir, 'two.zip'), '.'], { cwd: join(work, 'two') });
+  const box = await openSyncBox(dir);
+  try {
+    assert.equal(read(box, '/shared.txt'), 'new');
+    assert.equal(read(box, '/nested/deep/one.txt'), 'one');
+    assert.equal(read(box, '/two.txt'), 'two');
+    assert.equal(box.fs.readdir(box.fs.resolve('/empty')).length, 0);
+    assert.equal(box.fs.readlink(box.fs.resolve('/link')), 'nested/deep/one.txt');
+    write(box, '/shared.txt', 'NEW');
+    await box.engine.publishNow();
+    const peer = await openSyncBox(dir);
+    try {
+      assert.equal(read(peer, '/shared.txt'), 'NEW');
+      assert.equal(read(peer, '/two.txt'), 'two');
+    } finally {
+      await peer.cleanup();
+    }
+  } finally {
+    await box.cleanup();
+  }
+});
