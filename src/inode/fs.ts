@@ -38,6 +38,8 @@ export type ChangeListener = (ino: number) => void;
 
 const dotdot = Buffer.from('..');
 const zeroBlock = Buffer.alloc(blockSizeBytes);
+/** Blocks per log append during write-back: 1 MiB writes. */
+const appendSliceBlockCount = 256;
 
 export class FileSystem {
   readonly store: Store;
@@ -494,7 +496,7 @@ export class FileSystem {
       if (payload.equals(zeroBlock.subarray(0, validBytes))) holes.push(entry);
       else writes.push({ entry, payload });
     }
-    const locations = writes.length === 0 ? [] : this.store.log.append(writes.map((w) => ({ ino, blockIndex: w.entry.blockIndex, payload: w.payload })));
+    const locations = this.appendBlocks(ino, writes);
     assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
     this.commit(() => {
       if (this.inodeOrUndefined(ino) === undefined) return; // freed meanwhile: nothing to keep
@@ -505,6 +507,19 @@ export class FileSystem {
     });
     for (const entry of entries) this.cache.markClean(entry);
     this.pending.delete(ino);
+  }
+
+  /**
+   * Appends blocks to the log in slices of appendSliceBlockCount: one huge write is several
+   * times slower here than many 1 MiB ones (the kernel's page cache handles big copies badly).
+   */
+  private appendBlocks(ino: number, writes: { entry: CacheEntry; payload: Buffer }[]): { segment: number; offset: number; lengthBytes: number }[] {
+    const locations: { segment: number; offset: number; lengthBytes: number }[] = [];
+    for (let start = 0; start < writes.length; start += appendSliceBlockCount) {
+      const slice = writes.slice(start, start + appendSliceBlockCount);
+      locations.push(...this.store.log.append(slice.map((w) => ({ ino, blockIndex: w.entry.blockIndex, payload: w.payload }))));
+    }
+    return locations;
   }
 
   /** Writes back every dirty file (no fsync). */
