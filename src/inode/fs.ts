@@ -510,8 +510,9 @@ export class FileSystem {
   }
 
   /**
-   * Appends blocks to the log in slices of appendSliceBlockCount: one huge write is several
-   * times slower here than many 1 MiB ones (the kernel's page cache handles big copies badly).
+   * Appends blocks to the log in slices of appendSliceBlockCount, so batch buffers stay at
+   * 1 MiB: measured here, 32 MiB writeSync calls ran at 300–1,200 MB/s against about 3 GB/s
+   * for 128 KiB–1 MiB ones.
    */
   private appendBlocks(ino: number, writes: { entry: CacheEntry; payload: Buffer }[]): { segment: number; offset: number; lengthBytes: number }[] {
     const locations: { segment: number; offset: number; lengthBytes: number }[] = [];
