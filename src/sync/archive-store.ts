@@ -259,6 +259,11 @@ export interface ScanOptions {
   readonly knownComplete?: ReadonlySet<string>;
   /** Return each decoded idx in CompleteArchive.idx (memory grows with the archives). */
   readonly keepIdx?: boolean;
+  /**
+   * Leave `knownComplete` archives whose zip is listed out of the result entirely, without a stat
+   * (the importer's remount path: 10,000 known archives cost one readdir).
+   */
+  readonly skipKnown?: boolean;
 }
 
 interface Listing {
@@ -371,7 +376,8 @@ async function mapBounded<T, R>(items: readonly T[], limit: number, task: (item:
  */
 export async function scanSyncDir(syncDir: string, options: ScanOptions = {}): Promise<SyncDirScan> {
   const listing = await listSyncDir(syncDir);
-  const idxNames = listing.idxNames.sort();
+  const skip = options.skipKnown === true ? options.knownComplete : undefined;
+  const idxNames = listing.idxNames.filter((name) => skip === undefined || !skip.has(name) || !listing.archiveZips.has(name)).sort();
   const classified = await mapBounded(idxNames, scanConcurrencyMax,
     (name) => classifyArchive(syncDir, name, listing.archiveZips.has(name), options));
   const complete: CompleteArchive[] = [];
@@ -380,7 +386,7 @@ export async function scanSyncDir(syncDir: string, options: ScanOptions = {}): P
     if ('reason' in result) incomplete.push(result);
     else complete.push(result);
   }
-  const withIdx = new Set(idxNames);
+  const withIdx = new Set(listing.idxNames);
   const pendingZips = [...listing.archiveZips].filter((name) => !withIdx.has(name)).sort();
   const plainZips: PlainZipFile[] = [];
   for (const fileName of listing.plainZips.sort()) {

@@ -533,7 +533,7 @@ export class SyncEngine {
 
   private async import(): Promise<ImportReport> {
     const known = this.state.archiveNames();
-    const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true });
+    const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true });
     for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
     const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
     const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined);
