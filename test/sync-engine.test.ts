@@ -172,6 +172,12 @@ test('conflicts: concurrent edits keep both (higher stamp keeps the name), delet
     assert.equal(read(a, `/${copies[0]!}`), 'from A');
     assert.equal(read(b, '/gone.txt'), 'edited!');
     assert.equal(read(a, '/gone.txt'), 'edited!');
+    // Deleting the conflict copy resolves the conflict on every peer.
+    a.fs.unlink(rootCtx, 1, copies[0]!);
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    assert.deepEqual(names(b).filter((n) => n.includes('sync-conflict')), []);
+    assert.equal(read(b, '/report.txt'), 'from B');
   } finally {
     await a.cleanup();
     await b.cleanup();

@@ -4,7 +4,9 @@
  * and plain zips made by Info-ZIP `zip` mount as a newest-wins union.
  */
 import { test } from 'node:test';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { runTool } from './fixtures.js';
 import { join } from 'node:path';
 import { mountSkipReason, mountZippy, tempDir, type TestMount } from './fixtures.js';
 
@@ -54,5 +56,38 @@ test('two mounts in two processes see each other\'s writes, deletes, renames, ch
     await b.unmount().catch(() => undefined);
     await a.cleanup();
     await b.cleanup();
+  }
+});
+
+test('SIGTERM publishes before exit; tar x of 10,000 files makes a handful of archives', { skip }, async () => {
+  const syncDir = tempDir('zippy-sync-');
+  const work = tempDir('zippy-tar-');
+  const fileCount = Number(process.env['ZIPPY_TAR_FILES'] ?? 10_000);
+  mkdirSync(join(work, 'src'));
+  for (let d = 0; d < 100; d++) {
+    mkdirSync(join(work, 'src', `d${d}`));
+    for (let f = 0; f < fileCount / 100; f++) writeFileSync(join(work, 'src', `d${d}`, `f${f}`), `file ${d}/${f}\n`);
+  }
+  runTool('tar', ['cf', join(work, 'src.tar'), '-C', join(work, 'src'), '.']);
+  const a = await mountAs(syncDir);
+  try {
+    const started = Date.now();
+    runTool('tar', ['xf', join(work, 'src.tar'), '-C', a.mountpoint], { timeoutMs: 300_000 });
+    const tarMs = Date.now() - started;
+    writeFileSync(join(a.mountpoint, 'last.txt'), 'written just before SIGTERM');
+    await a.unmount();
+    const idxCount = readdirSync(syncDir).filter((f) => f.endsWith('.idx')).length;
+    process.stdout.write(`tar x of ${fileCount} files: ${tarMs} ms, ${idxCount} archives\n`);
+    assert.ok(idxCount <= Math.max(10, Math.ceil(tarMs / 300) + 2), `${idxCount} archives for ${fileCount} files in ${tarMs} ms`);
+    const b = await mountAs(syncDir);
+    try {
+      assert.equal(readFileSync(join(b.mountpoint, 'last.txt'), 'utf8'), 'written just before SIGTERM');
+      assert.equal(readFileSync(join(b.mountpoint, 'd42', 'f7'), 'utf8'), 'file 42/7\n');
+      assert.equal(readdirSync(join(b.mountpoint, 'd99')).length, fileCount / 100);
+    } finally {
+      await b.cleanup();
+    }
+  } finally {
+    await a.cleanup();
   }
 });
