@@ -120,6 +120,7 @@ test('deltas: a 4 KiB write into a large file, a rename and identical files ship
     await a.engine.publishNow();
     const renameBytes = syncDirBytes(dir, beforeRename);
     assert.ok(renameBytes < 16 * 1024, `rename published ${renameBytes} bytes`);
+    process.stdout.write(`deltas: 4 KiB edit of 256 MiB published ${editBytes} bytes (${(editBytes / 4096).toFixed(2)} x 4 KiB), rename ${renameBytes} bytes\n`);
 
     await b.engine.importNow();
     const bIno = b.fs.resolve('/big2');
@@ -197,6 +198,28 @@ test('a restart republishes what was never published; own archives are not re-im
     assert.deepEqual(again.imported, []);
     await b.engine.importNow();
     assert.equal(read(b, '/pending.txt'), 'not yet published');
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
+
+test('renaming a directory that only exists implicitly on this box moves its files on the peers', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  try {
+    // B creates the file without publishing a version of the directory itself (a fresh box sees
+    // the directory only implied by the file below it when A's version of it is unknown).
+    b.fs.mkdir(rootCtx, 1, 'implied', 0o755);
+    write(b, '/implied/x.txt', 'x');
+    await b.engine.publishNow();
+    await a.engine.importNow();
+    a.fs.rename(rootCtx, 1, 'implied', 1, 'moved');
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    assert.equal(exists(b, '/implied/x.txt'), false);
+    assert.equal(read(b, '/moved/x.txt'), 'x');
   } finally {
     await a.cleanup();
     await b.cleanup();

@@ -124,6 +124,11 @@ function depth(path: string): number {
   return path === '' ? 0 : path.split('/').length;
 }
 
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash < 0 ? '' : path.slice(0, slash);
+}
+
 function ancestors(path: string): string[] {
   const out: string[] = [];
   let p = path;
@@ -195,7 +200,10 @@ export class SyncEngine {
     if (this.publishTimer !== undefined || this.stopped) return;
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
-      void this.publishNow().catch((e: unknown) => this.log(`publish failed (will retry): ${String(e)}`));
+      void this.publishNow().catch((e: unknown) => {
+        this.log(`publish failed (will retry): ${String(e)}`);
+        this.publishSoon();
+      });
     }, this.publishDelayMs);
     this.publishTimer.unref();
   }
@@ -455,7 +463,8 @@ export class SyncEngine {
     if (node === undefined || node.type !== 'dir') return;
     const paths = this.port.pathsOf(ino);
     const ids = this.state.identities(ino);
-    if (ids.length === 0 || ids.every((id) => paths.includes(id.path))) return;
+    if (ids.length > 0 && ids.every((id) => paths.includes(id.path))) return;
+    if (ids.length === 0 && !this.childrenMoved(ino, paths[0])) return;
     const stack = [ino];
     while (stack.length > 0) {
       const dir = stack.pop()!;
@@ -464,6 +473,19 @@ export class SyncEngine {
         if (this.port.node(child.ino)?.type === 'dir') stack.push(child.ino);
       }
     }
+  }
+
+  /**
+   * For a directory without an identity of its own (a new or implied directory): true when a
+   * child shows a version published under another parent path, i.e. the directory was moved.
+   */
+  private childrenMoved(ino: number, path: string | undefined): boolean {
+    if (path === undefined || path === '') return false;
+    for (const child of this.port.children(ino)) {
+      // A conflict copy's identity names the original path, which lies in the same directory.
+      if (this.state.identities(child.ino).some((id) => parentOf(id.path) !== path)) return true;
+    }
+    return false;
   }
 
   private tombstone(id: Identity): Draft | undefined {
