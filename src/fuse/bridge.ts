@@ -2,6 +2,8 @@
  * The FUSE bridge: turns binding callbacks (binding.ts) into PathOps calls and their results
  * or FsErrors into answers (errno.ts). Mechanical on purpose: no file system logic here.
  */
+import { execFile } from 'node:child_process';
+import { statfs } from 'node:fs/promises';
 import { Fuse, type CallerContext, type FuseOperations, type FuseOptionValue, type Stat, type MountState } from './binding.js';
 import { toErrno, type Logger } from './errno.js';
 import { PathOps } from './ops.js';
@@ -145,12 +147,31 @@ export async function mountBridge(fs: FileSystem, options: MountOptions, log: Lo
   return { unmount: () => fuse.unmount(), ended: fuse.ended };
 }
 
-/** Whether the mountpoint is free, a live mount, or a stale one. */
-export function mountpointState(mountpoint: string): Promise<MountState> {
-  return Fuse.mountState(mountpoint);
+/** How long a listed mount may take to answer statfs before it counts as live (hung, not dead). */
+const staleProbeTimeoutMs = 2000;
+
+/**
+ * Whether the mountpoint is free, a live mount, or a stale one. Fuse.mountState decides with
+ * stat(), which the kernel answers from its attribute cache for up to attr_timeout after the
+ * server died, so a freshly killed mount looked live; statfs always goes to the server and
+ * fails with ENOTCONN once it is gone.
+ */
+export async function mountpointState(mountpoint: string): Promise<MountState> {
+  const state = await Fuse.mountState(mountpoint);
+  if (state !== 'live') return state;
+  const answer = await Promise.race([
+    statfs(mountpoint).then(() => 'live' as const, (e: NodeJS.ErrnoException) => (e.code === 'ENOTCONN' ? 'stale' as const : 'live' as const)),
+    new Promise<'live'>((resolvePromise) => setTimeout(() => resolvePromise('live'), staleProbeTimeoutMs).unref()),
+  ]);
+  return answer;
 }
 
-/** Lazily unmounts a stale mount. */
+/** Lazily unmounts a mount that mountpointState found stale (fusermount -uz). */
 export async function clearStaleMount(mountpoint: string): Promise<void> {
-  await Fuse.clearStale(mountpoint);
+  await new Promise<void>((resolvePromise, reject) => {
+    execFile('fusermount', ['-u', '-z', mountpoint], (error, _stdout, stderr) => {
+      if (error === null) resolvePromise();
+      else reject(new Error(`fusermount -u -z ${mountpoint} failed: ${stderr.trim() || error.message}`));
+    });
+  });
 }

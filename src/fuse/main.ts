@@ -207,7 +207,7 @@ async function runForeground(options: MountOptions): Promise<number> {
   }
   if (state === 'stale') {
     log(`${options.mountpoint} was left mounted by a process that died ("Transport endpoint is not connected"); cleaning it up`);
-    clearStaleMount(options.mountpoint);
+    await clearStaleMount(options.mountpoint);
   }
   const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
   const store = Store.open(storeDir);
