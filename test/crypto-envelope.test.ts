@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import { isFsError } from '../src/errors.js';
 import {
@@ -66,6 +67,18 @@ test('header layout fields add up to the header size', () => {
     offset += field.size;
   }
   assert.equal(offset, envelopeHeaderSizeBytes);
+});
+
+test('golden file: a sealed idx written by format version 1 still opens (test/fixtures/crypto-envelope-v1.sealed)', () => {
+  const fixture = readFileSync(join(fileURLToPath(new URL('.', import.meta.url)), import.meta.url.endsWith('.js') ? '../../test' : '.', 'fixtures', 'crypto-envelope-v1.sealed'));
+  const random = prng(2026);
+  const plain = Buffer.alloc(40000);
+  for (let i = 0; i < plain.length; i++) plain[i] = Math.floor(random() * 256);
+  const options = { keys: new Map([['fedcba9876543210', Buffer.alloc(32, 0x5a)]]), archiveName: '0123456789abcdef0123456789abcdef', kind: 'idx' as const };
+  const header = decodeEnvelopeHeader(fixture, options, 'golden');
+  assert.equal(header.keyId, 'fedcba9876543210');
+  assert.equal(fixture.length, sealedSizeBytes(plain.length));
+  assert.ok(openSealed(fixture, options).equals(plain));
 });
 
 test('round trip at chunk-boundary sizes, whole and in random pieces', () => {
