@@ -421,10 +421,9 @@ export class SyncEngine {
       if (!d.version.deleted) list.push({ path: d.version.path, stamp: d.version.stamp });
       byIno.set(d.ino, list);
     }
-    for (const [ino, list] of byIno) {
-      const paths = new Set(this.port.node(ino) === undefined ? [] : this.port.pathsOf(ino));
-      this.state.setIdentities(ino, list.filter((id) => paths.has(id.path)));
-    }
+    // Identities record what was published, even when the inode moved or vanished during the
+    // publish: the next publish compares them with the tree and tombstones the names it lost.
+    for (const [ino, list] of byIno) this.state.setIdentities(ino, list);
   }
 
   /** Turns outbox inodes (and everything below a directory that moved) into version drafts. */
@@ -672,13 +671,24 @@ export class SyncEngine {
     return false;
   }
 
+  /**
+   * True (and the path is remembered for after the next publish) when the local tree around
+   * `path` has unpublished changes: its inode, or the nearest existing ancestor directory (an
+   * unlink, rename or create changes the parent), is in the outbox. Installing over it now could
+   * resurrect a file deleted after the last publish, or overwrite a change not yet published.
+   */
   private busy(path: string): boolean {
     const ino = this.port.lookup(path);
-    if (ino !== undefined && this.port.inOutbox(ino)) {
-      this.deferredPaths.add(path);
-      return true;
+    let hit = ino !== undefined && this.port.inOutbox(ino);
+    for (let p = path; !hit && p !== '';) {
+      p = parentOf(p);
+      const ancestor = this.port.lookup(p);
+      if (ancestor === undefined) continue;
+      hit = this.port.inOutbox(ancestor);
+      break;
     }
-    return false;
+    if (hit) this.deferredPaths.add(path);
+    return hit;
   }
 
   private removeStale(plan: ReturnType<SyncEngine['plan']>): void {
@@ -747,7 +757,8 @@ export class SyncEngine {
     if (v.type === 'file') content = { sizeBytes: v.sizeBytes, pointers: this.pointersFor(v, existing) };
     this.port.importing(() => {
       const ino = this.port.install(at, attrs, content);
-      this.state.setIdentities(ino, [{ path: v.path, stamp: v.stamp }]);
+      const others = this.state.identities(ino).filter((id) => id.path !== v.path && this.port.pathsOf(ino).includes(id.path));
+      this.state.setIdentities(ino, [...others, { path: v.path, stamp: v.stamp }]);
     });
   }
 
