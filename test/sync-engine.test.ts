@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCtx } from '../src/inode/types.js';
@@ -109,7 +110,8 @@ test('deltas: a 4 KiB write into a large file, a rename and identical files ship
     await a.engine.publishNow();
     const before = new Set(readdirSync(dir));
 
-    write(a, '/big', Buffer.alloc(4096, 7), 128 * 1024 * 1024 + 8192);
+    const edit4k = randomBytes(4096);
+    write(a, '/big', edit4k, 128 * 1024 * 1024 + 8192);
     const edit = await a.engine.publishNow();
     const editBytes = syncDirBytes(dir, before);
     assert.equal(edit.archives.length, 1);
@@ -125,7 +127,7 @@ test('deltas: a 4 KiB write into a large file, a rename and identical files ship
     await b.engine.importNow();
     const bIno = b.fs.resolve('/big2');
     assert.equal(b.fs.getattr(bIno).size, sizeBytes);
-    assert.deepEqual(b.fs.read(bIno, 128 * 1024 * 1024 + 8192, 4096), Buffer.alloc(4096, 7));
+    assert.deepEqual(b.fs.read(bIno, 128 * 1024 * 1024 + 8192, 4096), edit4k);
     assert.equal(b.fs.read(bIno, 4096 * 5, 4).readUInt32LE(0), 5);
 
     const beforeCopy = new Set(readdirSync(dir));
