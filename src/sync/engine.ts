@@ -20,7 +20,8 @@
  * Every step runs on one queue, so publish and import never interleave.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, watch, type FSWatcher } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FsError, isFsError } from '../errors.js';
 import { blockSizeBytes } from '../limits.js';
@@ -124,6 +125,23 @@ function depth(path: string): number {
   return path === '' ? 0 : path.split('/').length;
 }
 
+/** Sends SIGUSR1 to the sync daemon named by its pid file, if one runs (design section 6). */
+function signalSyncDaemon(log: (message: string) => void): void {
+  const cache = process.env['XDG_CACHE_HOME'] !== undefined && process.env['XDG_CACHE_HOME'] !== '' ? process.env['XDG_CACHE_HOME'] : join(homedir(), '.cache');
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(join(cache, 'zippy-fs', 'sync.pid'), 'utf8'), 10);
+  } catch {
+    return;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 1) return;
+  try {
+    process.kill(pid, 'SIGUSR1');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') log(`cannot signal the sync daemon ${pid}: ${String(e)}`);
+  }
+}
+
 function parentOf(path: string): string {
   const slash = path.lastIndexOf('/');
   return slash < 0 ? '' : path.slice(0, slash);
@@ -159,6 +177,7 @@ export class SyncEngine {
   /** Paths skipped by the reconciler because their local inode had unpublished changes. */
   private readonly deferredPaths = new Set<string>();
   private stopped = false;
+  private readonly signalDaemon: boolean;
   readonly plain: PlainUnion;
 
   private constructor(fs: FileSystem, options: SyncOptions) {
@@ -168,6 +187,7 @@ export class SyncEngine {
     this.publishDelayMs = options.publishDelayMs ?? publishDelayMsDefault;
     this.log = options.log ?? ((m) => process.emitWarning(`zippy-fs sync: ${m}`));
     this.compressionLevel = options.compressionLevel ?? 1;
+    this.signalDaemon = options.watch === true;
     const storeId = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
@@ -319,6 +339,7 @@ export class SyncEngine {
       blockCount += chunk.blocks.size;
     }
     if (chunks.length === 0) this.port.transaction(() => this.port.clearOutbox(rows));
+    if (archives.length > 0 && this.signalDaemon) signalSyncDaemon(this.log);
     const paths = new Set(drafts.map((d) => d.version.path));
     for (const p of this.deferredPaths) paths.add(p);
     this.deferredPaths.clear();
