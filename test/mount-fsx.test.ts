@@ -60,24 +60,41 @@ interface OpenPair {
   fds: [number, number];
 }
 
-let m: TestMount;
-let plainBase: string;
 let xattrs: XattrHelper;
 
-before(async () => {
-  if (skip !== false) return;
-  m = await mountZippy({ options: ['attr_timeout=0', ...(process.env['ZIPPY_FSX_MOUNT_OPTIONS']?.split(',') ?? [])] });
-  plainBase = tempDir('zippy-fsx-');
-  xattrs = new XattrHelper();
+before(() => {
+  if (skip === false) xattrs = new XattrHelper();
 });
 
-after(async () => {
+after(() => {
   xattrs?.close();
-  await m?.cleanup();
-  if (plainBase !== undefined) fs.rmSync(plainBase, { recursive: true, force: true });
 });
 
+const extraOptions = process.env['ZIPPY_FSX_MOUNT_OPTIONS']?.split(',') ?? [];
+
+// The POSIX layer on its own: publishing to the sync dir is held off for the whole run.
 test(`fsx: ${opCount} random operations give the same results on the mount and on a plain directory (seed ${seed})`, { skip, timeout: 600_000 }, async () => {
+  await runFsx(['publish_delay_ms=60000', ...extraOptions], opCount);
+});
+
+// The product as it runs: the sync engine publishes (and sees its own archives) every 300 ms
+// while the operations go on.
+test(`fsx with sync publishing: ${Math.min(opCount, 3000)} random operations (seed ${seed})`, { skip, timeout: 600_000 }, async () => {
+  await runFsx(extraOptions, Math.min(opCount, 3000));
+});
+
+async function runFsx(mountOptions: string[], opCount: number): Promise<void> {
+  const m: TestMount = await mountZippy({ options: ['attr_timeout=0', ...mountOptions] });
+  const plainBase = tempDir('zippy-fsx-');
+  try {
+    await runFsxOn(m, plainBase, opCount);
+  } finally {
+    await m.cleanup();
+    fs.rmSync(plainBase, { recursive: true, force: true });
+  }
+}
+
+async function runFsxOn(m: TestMount, plainBase: string, opCount: number): Promise<void> {
   const roots: [string, string] = [join(m.mountpoint, 'fsx'), join(plainBase, 'fsx')];
   for (const root of roots) fs.mkdirSync(root);
   const rand = seededRandom(seed);
@@ -409,4 +426,4 @@ test(`fsx: ${opCount} random operations give the same results on the mount and o
     throw e;
   }
   process.stderr.write(`fsx seed ${seed}: ${JSON.stringify(Object.fromEntries(counts))}\n`);
-});
+}
