@@ -421,12 +421,15 @@ export class SyncEngine {
     return { name, zipSizeBytes: written.zipSizeBytes, idxSizeBytes: written.idxSizeBytes };
   }
 
+  /** Records a version: its block list, and the path's heads (it replaces its base as a head). */
   private recordVersion(v: FileVersion, flat: Uint8Array): boolean {
     if (this.state.hasStamp(v.stamp)) return false;
     this.state.putFlatList(v.stamp, flat);
     const rec = this.state.pathRecord(v.path);
-    rec.versions.push(metaOf(v));
-    this.state.putPathRecord(v.path, rec);
+    if (v.base !== null) this.state.addBase(v.path, v.base);
+    const heads = rec.versions.filter((x) => !sameStamp(x.stamp, v.base));
+    if (!this.state.hasBase(v.path, v.stamp)) heads.push(metaOf(v));
+    this.state.putPathRecord(v.path, { versions: heads, copies: rec.copies });
     if (v.stamp.counter > this.state.counter()) this.state.setCounter(v.stamp.counter);
     return true;
   }

@@ -113,8 +113,9 @@ export class PlainUnion {
       const want = wanted.get(path);
       const old = rec.versions.filter((v) => v.stamp.counter === 0);
       if (old.length === 1 && want !== undefined && stampString(old[0]!.stamp) === stampString(want.meta.stamp)) continue;
+      if (old.length === 0 && (want === undefined || state.hasBase(path, want.meta.stamp))) continue;
       const versions = rec.versions.filter((v) => v.stamp.counter !== 0);
-      if (want !== undefined) {
+      if (want !== undefined && !state.hasBase(path, want.meta.stamp)) {
         versions.push(want.meta);
         state.putFlatList(want.meta.stamp, want.flat);
       }

@@ -5,8 +5,11 @@
  *   `counter` → Lamport counter u64; `archive-next` → next archive number u32.
  * - `blockid`: block id (16) → where the block is stored (26 bytes, `blockLocationRecord`).
  * - `stamp`: counter u64 BE ‖ boxid (16) → flat block-id list of that file version (16 bytes/slot).
- * - `version`: '/' ‖ path (UTF-8) → path record (msgpack): every known version of the path and what is
- *   applied locally.
+ * - `version`: '/' ‖ path (UTF-8) → path record (msgpack): the heads of the path (versions no known
+ *   version is based on) and the conflict copies installed for it; 0x01 ‖ path ‖ NUL ‖ stamp key →
+ *   empty: some version of the path is based on that stamp. Keeping only heads keeps a record
+ *   small however often a file is edited; the markers let a late, older version be recognised
+ *   as superseded.
  * - `pubino`: local ino u64 → published identities (msgpack): for each name of the inode, the path
  *   and stamp of the version it shows. A conflict copy carries the identity of the losing version.
  * All values are written only inside the transaction that commits the change they describe.
@@ -74,6 +77,11 @@ export function stampKey(stamp: Stamp): Buffer {
 /** Key of a path record: '/' ‖ path (the root '' would be an empty key, which LMDB refuses). */
 function pathKey(path: string): Buffer {
   return Buffer.from(`/${path}`, 'utf8');
+}
+
+/** Key of a base marker: 0x01 ‖ path ‖ NUL ‖ stamp key (sorts before every '/' path key). */
+function baseKey(path: string, stamp: Stamp): Buffer {
+  return Buffer.concat([Buffer.from([1]), Buffer.from(path, 'utf8'), Buffer.from([0]), stampKey(stamp)]);
 }
 
 function inoKey(ino: number): Buffer {
@@ -188,6 +196,16 @@ export class SyncState {
 
   putPathRecord(path: string, record: PathRecord): void {
     this.port.syncTable('version').putSync(pathKey(path), pack(record));
+  }
+
+  /** Records that some version of `path` is based on `stamp` (so a version with that stamp is not a head). */
+  addBase(path: string, stamp: Stamp): void {
+    this.port.syncTable('version').putSync(baseKey(path, stamp), Buffer.alloc(0));
+  }
+
+  /** True when a known version of `path` is based on `stamp`. */
+  hasBase(path: string, stamp: Stamp): boolean {
+    return this.port.syncTable('version').get(baseKey(path, stamp)) !== undefined;
   }
 
   /** Paths strictly below `path` that have a record (for "is anything live below?"). */
