@@ -23,6 +23,8 @@ type Op =
   | { kind: 'chmod'; box: number; path: number; mode: number }
   | { kind: 'mkdir'; box: number; dir: number }
   | { kind: 'rmdir'; box: number; dir: number }
+  | { kind: 'symlink'; box: number; path: number; target: number }
+  | { kind: 'xattr'; box: number; path: number; value: number }
   | { kind: 'publish'; box: number }
   | { kind: 'send'; from: number; to: number; pick: number[] }
   | { kind: 'import'; box: number };
@@ -35,6 +37,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('chmod' as const), box: fc.nat(boxCount - 1), path: fc.nat(files.length - 1), mode: fc.constantFrom(0o600, 0o644, 0o755) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('mkdir' as const), box: fc.nat(boxCount - 1), dir: fc.nat(dirs.length - 1) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('rmdir' as const), box: fc.nat(boxCount - 1), dir: fc.nat(dirs.length - 1) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('symlink' as const), box: fc.nat(boxCount - 1), path: fc.nat(files.length - 1), target: fc.nat(3) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('xattr' as const), box: fc.nat(boxCount - 1), path: fc.nat(files.length - 1), value: fc.nat(3) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('publish' as const), box: fc.nat(boxCount - 1) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('send' as const), from: fc.nat(boxCount - 1), to: fc.nat(boxCount - 1), pick: fc.array(fc.nat(20), { maxLength: 4 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('import' as const), box: fc.nat(boxCount - 1) }) },
@@ -91,6 +95,15 @@ function apply(fs: FileSystem, op: Op): void {
     case 'rmdir':
       attempt(() => fs.rmdir(rootCtx, 1, dirs[op.dir]!));
       return;
+    case 'symlink':
+      attempt(() => {
+        const { parent, name } = fs.resolveParent(`/${files[op.path]!}`);
+        fs.symlink(rootCtx, parent, name, `target-${op.target}`);
+      });
+      return;
+    case 'xattr':
+      attempt(() => fs.setxattr(fs.resolve(`/${files[op.path]!}`), 'user.tag', Buffer.from(`v${op.value}`), 0));
+      return;
     default:
   }
 }
@@ -115,6 +128,8 @@ function snapshot(fs: FileSystem): string[] {
       const p = `${path}/${entry.name}`;
       const attr = fs.getattr(entry.ino);
       const type = attr.mode & 0o170000;
+      const xattrs = fs.listxattr(entry.ino).sort().map((n) => `${n}=${fs.getxattr(entry.ino, n).toString('hex')}`).join(',');
+      out.push(`${p} xattrs ${xattrs}`);
       if (type === 0o040000) {
         out.push(`${p} dir ${(attr.mode & 0o7777).toString(8)}`);
         stack.push({ ino: entry.ino, path: p });
