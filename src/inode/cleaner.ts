@@ -34,7 +34,7 @@ export async function cleanSegments(store: Store, policy: VictimPolicy = {}): Pr
   };
   for (const segment of victims) {
     const moves = copyLive(store.log, segment, (loc, ino, blockIndex) => pointsAt(ino, blockIndex, loc.segment, loc.offset) !== undefined);
-    store.btree.transaction(() => {
+    store.transaction(() => {
       for (const move of moves) {
         const value = pointsAt(move.ino, move.blockIndex, move.from.segment, move.from.offset);
         if (value === undefined) continue; // rewritten meanwhile: the copy is garbage for a later pass
@@ -45,7 +45,6 @@ export async function cleanSegments(store: Store, policy: VictimPolicy = {}): Pr
         report.blocksMoved++;
         report.bytesMoved += move.to.lengthBytes;
       }
-      store.persistMarks();
     });
     report.segmentsCleaned.push(segment);
   }

@@ -886,11 +886,7 @@ export class FileSystem {
   // ---------------------------------------------------------------- internals: transactions
 
   private commit<T>(action: () => T): T {
-    return this.store.btree.transaction(() => {
-      const result = action();
-      this.store.persistMarks();
-      return result;
-    });
+    return this.store.transaction(action);
   }
 
   private writable(): void {

@@ -38,6 +38,9 @@ export class Store {
   private readonly inoCounter: MonotonicCounter;
   private readonly usage: SegmentUsage;
   private readonly lockPath: string | undefined;
+  /** The marks last written to LMDB (-1 / '' when unknown), so unchanged ones are not rewritten. */
+  private persistedInoNext = -1;
+  private persistedHead = '';
 
   private constructor(dir: string, btree: Btree, log: SegmentLog, report: SegmentLogOpenReport, segmentSizeMaxBytes: number, lockPath: string | undefined) {
     this.dir = dir;
@@ -99,11 +102,39 @@ export class Store {
     return this.usage.liveBytes(segment);
   }
 
-  /** Writes allocator marks and changed segment usage; call inside the transaction that used them. */
-  persistMarks(): void {
+  /**
+   * Runs `action` in one LMDB transaction and commits the allocator marks and segment usage
+   * it changed in the same transaction. Every transaction that allocates or moves blocks goes
+   * through here.
+   */
+  transaction<T>(action: () => T): T {
+    try {
+      return this.btree.transaction(() => {
+        const result = action();
+        this.persistMarks();
+        return result;
+      });
+    } catch (e) {
+      // The transaction was rolled back: what we remember as persisted may not be.
+      this.persistedInoNext = -1;
+      this.persistedHead = '';
+      throw e;
+    }
+  }
+
+  /** Writes the marks that changed since they were last written (most transactions change none). */
+  private persistMarks(): void {
     const meta = this.btree.table('meta');
-    meta.putSync(Buffer.from(metaKeys.inoNext), encodeU64(this.inoCounter.mark().next));
-    meta.putSync(Buffer.from(metaKeys.segmentHead), Buffer.from(JSON.stringify(this.log.head())));
+    const inoNext = this.inoCounter.mark().next;
+    if (inoNext !== this.persistedInoNext) {
+      meta.putSync(Buffer.from(metaKeys.inoNext), encodeU64(inoNext));
+      this.persistedInoNext = inoNext;
+    }
+    const head = JSON.stringify(this.log.head());
+    if (head !== this.persistedHead) {
+      meta.putSync(Buffer.from(metaKeys.segmentHead), Buffer.from(head));
+      this.persistedHead = head;
+    }
     const seguse = this.btree.table('seguse');
     for (const { segment, liveBytes } of this.usage.drainChanges()) {
       if (liveBytes === 0) seguse.removeSync(segmentKey(segment));
@@ -145,12 +176,11 @@ export class Store {
       return;
     }
     const now = nowNs();
-    this.btree.transaction(() => {
+    this.transaction(() => {
       meta.putSync(Buffer.from(metaKeys.formatVersion), encodeU64(btreeFormatVersion));
       meta.putSync(Buffer.from(metaKeys.storeId), Buffer.from(randomBytes(16).toString('hex')));
       const root = { mode: S_IFDIR | 0o755, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, target: Buffer.alloc(0) };
       this.btree.table('inode').putSync(inoKey(rootIno), encodeInode(root));
-      this.persistMarks();
     });
   }
 }

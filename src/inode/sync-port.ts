@@ -98,7 +98,7 @@ export class SyncPort {
 
   /** Runs `action` in one LMDB write transaction (nested calls join it). */
   transaction<T>(action: () => T): T {
-    return this.fs.store.btree.transaction(action);
+    return this.fs.store.transaction(action);
   }
 
   /** Runs `action` with the outbox hook off: what it changes is not published again. */
