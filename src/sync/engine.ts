@@ -1,5 +1,7 @@
 /**
- * The sync engine of one mount: publisher, importer and reconciler over the inode port.
+ * The sync engine of one mount: scheduling (group commit, inotify, rescan), the publisher and the
+ * importer over the inode port. The reconciler (reconcile.ts) applies merged versions to the local
+ * tree; archive-reader.ts serves the lazy block reads.
  *
  * Data flow (docs/ARCHITECTURE.md, "Sync"):
  * - publish: a change commits an outbox row in its own transaction; a group-commit timer fires
@@ -20,22 +22,22 @@
  * Every step runs on one queue, so publish and import never interleave.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, watch, type FSWatcher } from 'node:fs';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FsError, isFsError } from '../errors.js';
-import { blockSizeBytes } from '../limits.js';
 import type { FileSystem } from '../inode/fs.js';
-import { archivePointer, blockPointerKind, SyncPort, type BlockPointer, type PortAttrs, type PortNode } from '../inode/sync-port.js';
-import { archivePaths, scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
+import { SyncPort, type BlockPointer, type PortNode } from '../inode/sync-port.js';
+import { scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
 import { type BlockRun, blockRunsFromIds, blockSlotCount, type FileVersion, type Idx, resolveBlockList, type Stamp } from './idx.js';
 import { archiveBlockCountMax, blockIdBytes } from './limits.js';
-import { conflictPath, latestHead, resolveVersions, stampString, type VersionMeta } from './merge.js';
+import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
-import { SyncState, type Identity, type PathRecord } from './state.js';
-import { blockEntrySpanBytes } from './zip-format.js';
-import { decodeBlockEntry, writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
+import { SyncState, type Identity } from './state.js';
+import { writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
 import { PlainUnion } from './plain.js';
+import { ArchiveBlockReader } from './archive-reader.js';
+import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
 import { blockIdOf } from './block-id.js';
 
 /** Default group-commit delay. */
@@ -76,10 +78,6 @@ interface Draft {
 }
 
 
-function isZeroId(flat: Uint8Array, slot: number): boolean {
-  for (let i = slot * blockIdBytes; i < (slot + 1) * blockIdBytes; i++) if (flat[i] !== 0) return false;
-  return true;
-}
 
 function sameSlot(a: Uint8Array, b: Uint8Array | undefined, slot: number): boolean {
   if (b === undefined || (slot + 1) * blockIdBytes > b.length) return false;
@@ -117,13 +115,7 @@ function metaOf(v: FileVersion): VersionMeta {
   };
 }
 
-function sameStamp(a: Stamp | null | undefined, b: Stamp | null | undefined): boolean {
-  return a != null && b != null && a.counter === b.counter && a.boxid === b.boxid;
-}
 
-function depth(path: string): number {
-  return path === '' ? 0 : path.split('/').length;
-}
 
 /** Sends SIGUSR1 to the sync daemon named by its pid file, if one runs (design section 6). */
 function signalSyncDaemon(log: (message: string) => void): void {
@@ -142,21 +134,7 @@ function signalSyncDaemon(log: (message: string) => void): void {
   }
 }
 
-function parentOf(path: string): string {
-  const slash = path.lastIndexOf('/');
-  return slash < 0 ? '' : path.slice(0, slash);
-}
 
-function ancestors(path: string): string[] {
-  const out: string[] = [];
-  let p = path;
-  while (p !== '') {
-    const slash = p.lastIndexOf('/');
-    p = slash < 0 ? '' : p.slice(0, slash);
-    out.push(p);
-  }
-  return out;
-}
 
 export class SyncEngine {
   readonly port: SyncPort;
@@ -172,10 +150,9 @@ export class SyncEngine {
   private importTimer: NodeJS.Timeout | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private watcher: FSWatcher | undefined;
-  private readonly zipFds = new Map<number, { fd: number; path: string }>();
+  private readonly reader: ArchiveBlockReader;
+  readonly reconciler: Reconciler;
   private readonly warned = new Set<string>();
-  /** Paths skipped by the reconciler because their local inode had unpublished changes. */
-  private readonly deferredPaths = new Set<string>();
   private stopped = false;
   private readonly signalDaemon: boolean;
   readonly plain: PlainUnion;
@@ -191,7 +168,9 @@ export class SyncEngine {
     const storeId = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
-    this.port.setExternalBlockReader({ readBlock: (ptr, ino, blockIndex) => this.readArchiveBlock(ptr, ino, blockIndex) });
+    this.reader = new ArchiveBlockReader(this.syncDir, this.state);
+    this.reconciler = new Reconciler(this.port, this.state, this.plain, this.log);
+    this.port.setExternalBlockReader({ readBlock: (ptr, ino, blockIndex) => this.reader.readBlock(ptr, ino, blockIndex) });
     this.port.onOutbox(() => this.publishSoon());
   }
 
@@ -261,8 +240,7 @@ export class SyncEngine {
     this.watcher?.close();
     await this.enqueue(() => this.publish());
     await this.queue;
-    for (const { fd } of this.zipFds.values()) closeSync(fd);
-    this.zipFds.clear();
+    this.reader.close();
     this.plain.close();
   }
 
@@ -273,47 +251,13 @@ export class SyncEngine {
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
     await this.queue.catch(() => undefined);
-    for (const { fd } of this.zipFds.values()) closeSync(fd);
-    this.zipFds.clear();
+    this.reader.close();
   }
 
   private warnOnce(message: string): void {
     if (this.warned.has(message)) return;
     this.warned.add(message);
     this.log(message);
-  }
-
-  // ================================================================ archive block reads
-
-  private readArchiveBlock(ptr: BlockPointer, ino: number, blockIndex: number): Buffer {
-    const stored = this.state.block(ptr.blockId);
-    if (stored === undefined) {
-      throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
-    }
-    const zip = this.zipFd(stored.archive);
-    const span = Buffer.alloc(blockEntrySpanBytes(stored.location.storedSizeBytes));
-    let done = 0;
-    while (done < span.length) {
-      const n = readSync(zip.fd, span, done, span.length - done, stored.location.headerOffset + done);
-      if (n === 0) throw new FsError('BAD_ARCHIVE', `short read at ${stored.location.headerOffset + done}`, zip.path);
-      done += n;
-    }
-    return decodeBlockEntry(span, stored.location, zip.path);
-  }
-
-  private zipFd(archive: number): { fd: number; path: string } {
-    let entry = this.zipFds.get(archive);
-    if (entry !== undefined) return entry;
-    const rec = this.state.archive(archive);
-    if (rec === undefined) throw new FsError('CORRUPT', `archive number ${archive} is not in the catalog`);
-    const path = archivePaths(this.syncDir, rec.name).zipPath;
-    try {
-      entry = { fd: openSync(path, 'r'), path };
-    } catch (e) {
-      throw new FsError('EIO', `cannot open archive zip: ${String(e)}`, path);
-    }
-    this.zipFds.set(archive, entry);
-    return entry;
   }
 
   // ================================================================ publishing
@@ -341,9 +285,8 @@ export class SyncEngine {
     if (chunks.length === 0) this.port.transaction(() => this.port.clearOutbox(rows));
     if (archives.length > 0 && this.signalDaemon) signalSyncDaemon(this.log);
     const paths = new Set(drafts.map((d) => d.version.path));
-    for (const p of this.deferredPaths) paths.add(p);
-    this.deferredPaths.clear();
-    this.reconcile(paths);
+    for (const p of this.reconciler.takeDeferred()) paths.add(p);
+    this.reconciler.reconcile(paths);
     return { archives, versionCount: drafts.length, blockCount };
   }
 
@@ -607,7 +550,7 @@ export class SyncEngine {
       pending = next;
     }
     for (const a of pending) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
-    this.reconcile(touched);
+    this.reconciler.reconcile(touched);
     return { imported, waiting: pending.map((a) => a.name) };
   }
 
@@ -641,182 +584,6 @@ export class SyncEngine {
       lists.push(flat);
     }
     return lists;
-  }
-
-  // ================================================================ reconciling the local tree
-
-  /** Makes the local tree show, for each of `paths` (and their ancestors), what the versions say. */
-  reconcile(paths: Set<string>): void {
-    const all = new Set<string>();
-    for (const p of paths) {
-      all.add(p);
-      for (const a of ancestors(p)) all.add(a);
-    }
-    const plans = [...all].map((p) => this.plan(p));
-    for (const plan of [...plans].sort((a, b) => depth(b.path) - depth(a.path))) {
-      this.guard(plan.path, () => this.removeStale(plan));
-    }
-    for (const plan of plans.sort((a, b) => depth(a.path) - depth(b.path))) {
-      this.guard(plan.path, () => this.installPlan(plan));
-    }
-  }
-
-  private guard(path: string, action: () => void): void {
-    try {
-      action();
-    } catch (e) {
-      this.log(`cannot apply ${JSON.stringify(path)}: ${String(e)}`);
-    }
-  }
-
-  private plan(path: string): { path: string; record: PathRecord; show: VersionMeta | 'implicit' | undefined; copies: Map<string, VersionMeta> } {
-    const record = this.state.pathRecord(path);
-    const { winner, losers } = resolveVersions(record.versions);
-    const liveBelow = path === '' || this.liveBelow(path);
-    let show: VersionMeta | 'implicit' | undefined = winner;
-    const lost = [...losers];
-    if (winner !== undefined && winner.type !== 'dir' && liveBelow) {
-      lost.unshift(winner);
-      show = 'implicit';
-    } else if (winner === undefined && liveBelow) {
-      show = 'implicit';
-    }
-    const copies = new Map<string, VersionMeta>();
-    if (show !== undefined) {
-      for (const loser of lost) {
-        const copy = conflictPath(path, loser);
-        if (!this.realPathLive(copy)) copies.set(copy, loser);
-      }
-    }
-    return { path, record, show, copies };
-  }
-
-  private realPathLive(path: string): boolean {
-    return resolveVersions(this.state.pathRecord(path).versions).winner !== undefined || this.liveBelow(path);
-  }
-
-  private liveBelow(path: string): boolean {
-    for (const p of this.state.pathsBelow(path)) {
-      if (resolveVersions(this.state.pathRecord(p).versions).winner !== undefined) return true;
-    }
-    return false;
-  }
-
-  /**
-   * True (and the path is remembered for after the next publish) when the local tree around
-   * `path` has unpublished changes: its inode, or the nearest existing ancestor directory (an
-   * unlink, rename or create changes the parent), is in the outbox. Installing over it now could
-   * resurrect a file deleted after the last publish, or overwrite a change not yet published.
-   */
-  private busy(path: string): boolean {
-    const ino = this.port.lookup(path);
-    let hit = ino !== undefined && this.port.inOutbox(ino);
-    for (let p = path; !hit && p !== '';) {
-      p = parentOf(p);
-      const ancestor = this.port.lookup(p);
-      if (ancestor === undefined) continue;
-      hit = this.port.inOutbox(ancestor);
-      break;
-    }
-    if (hit) this.deferredPaths.add(path);
-    return hit;
-  }
-
-  private removeStale(plan: ReturnType<SyncEngine['plan']>): void {
-    for (const copy of plan.record.copies) {
-      if (plan.copies.has(copy) || this.busy(copy)) continue;
-      const ino = this.port.lookup(copy);
-      if (ino === undefined) continue;
-      if (this.state.identities(ino).every((id) => id.path === plan.path)) this.port.importing(() => this.port.removePath(copy));
-    }
-    if (plan.show !== undefined || plan.path === '' || this.busy(plan.path)) return;
-    if (this.port.lookup(plan.path) !== undefined) this.port.importing(() => this.port.removePath(plan.path));
-  }
-
-  private installPlan(plan: ReturnType<SyncEngine['plan']>): void {
-    if (plan.show !== undefined && !this.busy(plan.path)) {
-      if (plan.show === 'implicit') this.installImplicitDir(plan.path);
-      else this.installVersion(plan.path, plan.show);
-    }
-    const installed: string[] = [];
-    for (const [copy, loser] of plan.copies) {
-      if (this.busy(copy)) continue;
-      this.guard(copy, () => {
-        this.installVersion(copy, loser);
-        installed.push(copy);
-      });
-    }
-    const before = plan.record.copies.join('\0');
-    const kept = plan.record.copies.filter((c) => plan.copies.has(c) && this.port.lookup(c) !== undefined);
-    const copies = [...new Set([...kept, ...installed])].sort();
-    if (copies.join('\0') !== before) {
-      this.port.transaction(() => {
-        const rec = this.state.pathRecord(plan.path);
-        rec.copies = copies;
-        this.state.putPathRecord(plan.path, rec);
-      });
-    }
-  }
-
-  private installImplicitDir(path: string): void {
-    const ino = this.port.lookup(path);
-    if (ino !== undefined && this.port.node(ino)?.type === 'dir') return;
-    this.port.importing(() => {
-      const installed = this.port.install(path, { type: 'dir', mode: 0o755, uid: 0, gid: 0, rdev: 0, mtimeNs: 0n, symlinkTarget: '', xattrs: [] });
-      this.state.setIdentities(installed, []);
-    });
-  }
-
-  /** Installs version `v` at `at` (its own path, or a conflict-copy path). */
-  private installVersion(at: string, v: VersionMeta): void {
-    const existing = this.port.lookup(at);
-    if (existing !== undefined && this.state.identities(existing).some((id) => id.path === v.path && sameStamp(id.stamp, v.stamp))) return;
-    const attrs: PortAttrs = {
-      type: v.type, mode: v.mode, uid: v.uid, gid: v.gid, rdev: v.rdev, mtimeNs: BigInt(v.mtimeNs),
-      symlinkTarget: v.symlinkTarget, xattrs: v.xattrs.map(([name, value]) => ({ name, value })),
-    };
-    if (v.stamp.counter === 0 && v.type === 'file') {
-      const data = this.plain.content(v.stamp);
-      if (data === undefined) throw new FsError('EIO', `content of the plain-zip entry is no longer held; remount to re-read it`, v.path);
-      this.port.importing(() => {
-        const ino = this.port.installData(at, attrs, data);
-        this.state.setIdentities(ino, [{ path: v.path, stamp: v.stamp }]);
-      });
-      return;
-    }
-    let content: { sizeBytes: number; pointers: Map<number, BlockPointer> } | undefined;
-    if (v.type === 'file') content = { sizeBytes: v.sizeBytes, pointers: this.pointersFor(v, existing) };
-    this.port.importing(() => {
-      const ino = this.port.install(at, attrs, content);
-      const others = this.state.identities(ino).filter((id) => id.path !== v.path && this.port.pathsOf(ino).includes(id.path));
-      this.state.setIdentities(ino, [...others, { path: v.path, stamp: v.stamp }]);
-    });
-  }
-
-  /** Block pointers for a version: local segment blocks with the same id are reused, others point into archives. */
-  private pointersFor(v: VersionMeta, existing: number | undefined): Map<number, BlockPointer> {
-    const flat = this.state.flatList(v.stamp);
-    if (flat === undefined) throw new FsError('ASSERT', `no block list for version ${stampString(v.stamp)} of ${v.path}`);
-    // A local block is reused only in its own slot: segment records name their owner (ino, block index).
-    const local = existing !== undefined && this.port.node(existing)?.type === 'file' ? this.port.blockPointers(existing) : new Map<number, BlockPointer>();
-    const pointers = new Map<number, BlockPointer>();
-    for (let slot = 0; slot < flat.length / blockIdBytes; slot++) {
-      if (isZeroId(flat, slot)) continue;
-      if (slot * blockSizeBytes >= v.sizeBytes) break;
-      const id = Buffer.from(flat.subarray(slot * blockIdBytes, (slot + 1) * blockIdBytes));
-      const reuse = local.get(slot);
-      if (reuse !== undefined && reuse.kind === blockPointerKind.segment && reuse.blockId.equals(id)) {
-        pointers.set(slot, reuse);
-        continue;
-      }
-      const stored = this.state.block(id);
-      if (stored !== undefined) {
-        pointers.set(slot, archivePointer(id, stored.location.sizeBytes, stored.archive));
-        continue;
-      }
-      throw new FsError('ASSERT', `block ${id.toString('hex')} of ${v.path} is in no known archive`);
-    }
-    return pointers;
   }
 
   /** The archive zip path of the store's catalog entry (tests). */

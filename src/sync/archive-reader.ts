@@ -1,0 +1,57 @@
+/**
+ * Synchronous reads of blocks that live in archive zips (lazy fetch): the inode layer's read path
+ * is synchronous, so a block is one positional readSync of `30 + 39 + storedSize` bytes at the
+ * entry's offset from the `blockid` index, inflated with inflateRawSync and CRC-checked by
+ * decodeBlockEntry. Zip descriptors stay open until `close`.
+ */
+import { closeSync, openSync, readSync } from 'node:fs';
+import { FsError } from '../errors.js';
+import type { BlockPointer } from '../inode/sync-port.js';
+import { archivePaths } from './archive-store.js';
+import type { SyncState } from './state.js';
+import { blockEntrySpanBytes } from './zip-format.js';
+import { decodeBlockEntry } from './zipfile.js';
+
+export class ArchiveBlockReader {
+  private readonly zipFds = new Map<number, { fd: number; path: string }>();
+
+  constructor(private readonly syncDir: string, private readonly state: SyncState) {}
+
+
+  /** One block's bytes (exactly the pointer's length); EIO or BAD_ARCHIVE when it cannot be read intact. */
+  readBlock(ptr: BlockPointer, ino: number, blockIndex: number): Buffer {
+    const stored = this.state.block(ptr.blockId);
+    if (stored === undefined) {
+      throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
+    }
+    const zip = this.zipFd(stored.archive);
+    const span = Buffer.alloc(blockEntrySpanBytes(stored.location.storedSizeBytes));
+    let done = 0;
+    while (done < span.length) {
+      const n = readSync(zip.fd, span, done, span.length - done, stored.location.headerOffset + done);
+      if (n === 0) throw new FsError('BAD_ARCHIVE', `short read at ${stored.location.headerOffset + done}`, zip.path);
+      done += n;
+    }
+    return decodeBlockEntry(span, stored.location, zip.path);
+  }
+
+  private zipFd(archive: number): { fd: number; path: string } {
+    let entry = this.zipFds.get(archive);
+    if (entry !== undefined) return entry;
+    const rec = this.state.archive(archive);
+    if (rec === undefined) throw new FsError('CORRUPT', `archive number ${archive} is not in the catalog`);
+    const path = archivePaths(this.syncDir, rec.name).zipPath;
+    try {
+      entry = { fd: openSync(path, 'r'), path };
+    } catch (e) {
+      throw new FsError('EIO', `cannot open archive zip: ${String(e)}`, path);
+    }
+    this.zipFds.set(archive, entry);
+    return entry;
+  }
+
+  close(): void {
+    for (const { fd } of this.zipFds.values()) closeSync(fd);
+    this.zipFds.clear();
+  }
+}
