@@ -48,6 +48,11 @@ export class BlockCache {
     return entry;
   }
 
+  /** True when the block is cached (does not count as a use). */
+  has(ino: number, blockIndex: number): boolean {
+    return this.files.get(ino)?.has(blockIndex) ?? false;
+  }
+
   /** Inserts (or replaces) a block; `data` must be exactly one block. Does not evict. */
   put(ino: number, blockIndex: number, data: Buffer, dirty: boolean): CacheEntry {
     assert(data.length === blockSizeBytes, `cache block of ${data.length} bytes`);

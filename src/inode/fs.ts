@@ -13,7 +13,8 @@
  * - an inode with nlink 0 that is still open is listed in the orphan table until released.
  */
 import { statfsSync } from 'node:fs';
-import { assert, fsError } from '../errors.js';
+import { assert, fsError, isFsError } from '../errors.js';
+import { recordSizeBytes, type BlockLocation } from '../blocks/index.js';
 import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
 import { blockIdUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
@@ -444,6 +445,7 @@ export class FileSystem {
     const end = Math.min(offset + length, rec.size);
     if (end <= offset) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
+    this.prefetch(ino, Math.floor(offset / blockSizeBytes), Math.floor((end - 1) / blockSizeBytes));
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
       const within = pos - blockIndex * blockSizeBytes;
@@ -806,6 +808,50 @@ export class FileSystem {
     if (data === undefined) return undefined;
     this.cache.put(ino, blockIndex, data, false);
     return data;
+  }
+
+  /**
+   * Loads the stored, uncached blocks of [firstBlock, lastBlock] into the cache, reading
+   * records that lie back to back in the log with one read per run (a sequential read of a
+   * file written sequentially is then one read per request instead of one per block). Any
+   * failure is left to the per-block path, which reports it for the block it concerns.
+   */
+  private prefetch(ino: number, firstBlock: number, lastBlock: number): void {
+    if (lastBlock <= firstBlock) return;
+    const run: { locs: BlockLocation[]; blockIndexes: number[] } = { locs: [], blockIndexes: [] };
+    const flush = (): void => {
+      if (run.locs.length > 1) this.loadRun(ino, run.locs, run.blockIndexes);
+      run.locs = [];
+      run.blockIndexes = [];
+    };
+    const range = { start: blockKey(ino, firstBlock), end: blockKey(ino, lastBlock + 1) };
+    for (const { key, value } of this.store.btree.table('blockmap').getRange(range)) {
+      const blockIndex = blockKeyIndex(key);
+      const ptr = decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
+      if (this.cache.has(ino, blockIndex) || ptr.kind !== blockPointerKind.segment) {
+        flush();
+        continue;
+      }
+      const last = run.locs[run.locs.length - 1];
+      if (last !== undefined && (ptr.segment !== last.segment || ptr.offset !== last.offset + recordSizeBytes(last))) flush();
+      run.locs.push({ segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes });
+      run.blockIndexes.push(blockIndex);
+    }
+    flush();
+  }
+
+  private loadRun(ino: number, locs: BlockLocation[], blockIndexes: number[]): void {
+    let payloads: Buffer[];
+    try {
+      payloads = this.store.log.readRun(locs, locs.map(() => ino), blockIndexes);
+    } catch (e) {
+      if (isFsError(e)) return;
+      throw e;
+    }
+    payloads.forEach((payload, i) => {
+      const data = payload.length === blockSizeBytes ? payload : Buffer.concat([payload, zeroBlock.subarray(payload.length)]);
+      this.cache.put(ino, blockIndexes[i]!, data, false);
+    });
   }
 
   /** Reads a block from the store into a fresh 4 KiB buffer, or undefined for a hole. */
