@@ -51,6 +51,12 @@ test('a flipped byte fails that block with CORRUPT; other blocks and files still
     assert.throws(() => t.fs.read(a.ino, 4096, 4096), (e: unknown) => isFsError(e, 'CORRUPT') && e.message.includes(file.split('/').pop()!));
     assert.ok(t.fs.read(a.ino, 8192, 4096).equals(dataA.subarray(8192)));
     assert.ok(t.fs.read(b.ino, 0, dataB.length).equals(dataB));
+    // A read spanning the damaged block (served by one batched read of the run) still fails,
+    // and a fresh read of the undamaged neighbours still succeeds.
+    await t.reopen();
+    assert.throws(() => t.fs.read(a.ino, 0, 3 * 4096), (e: unknown) => isFsError(e, 'CORRUPT'));
+    await t.reopen();
+    assert.ok(t.fs.read(a.ino, 8192, 4096).equals(dataA.subarray(8192)));
     const report = checkStore(t.store);
     assert.deepEqual(report.problems.map((p) => p.code), ['block-unreadable']);
     assert.match(report.problems[0]!.place, new RegExp(`inode ${a.ino} block 1`));
