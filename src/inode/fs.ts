@@ -254,7 +254,14 @@ export class FileSystem {
     this.flushFile(ino);
     return this.commit(() => {
       const rec = this.inode(ino);
-      if (ctx.uid !== 0 && ctx.uid !== rec.uid) throw fsError('EPERM', 'only the owner may chmod', `inode ${ino}`);
+      // A write or truncate by a non-owner makes the kernel drop setuid/setgid with a chmod sent
+      // under the writer's identity (FUSE_SETATTR after file_remove_privs); refusing it failed
+      // the write with EPERM. Dropping those bits grants nothing, and under default_permissions
+      // the kernel has already refused an explicit chmod(2) by a non-owner.
+      const setid = S_ISUID | S_ISGID;
+      const current = rec.mode & permissionBits;
+      const onlyDropsSetid = (mode & permissionBits & ~setid) === (current & ~setid) && (mode & setid & ~current) === 0;
+      if (ctx.uid !== 0 && ctx.uid !== rec.uid && !onlyDropsSetid) throw fsError('EPERM', 'only the owner may chmod', `inode ${ino}`);
       let bits = mode & permissionBits;
       if (ctx.uid !== 0 && !isDir(rec.mode) && rec.gid !== ctx.gid) bits &= ~S_ISGID;
       rec.mode = (rec.mode & S_IFMT) | bits;
