@@ -168,6 +168,21 @@ describe('errno and open files on a zippy-fs mount', { skip }, () => {
     assert.equal(asNobody(tryPy('os.unlink(sys.argv[1] + "/roots")'), shared), 'EPERM');
   });
 
+  test('a non-root write clears setuid/setgid; utimensat: UTIME_NOW for writers, explicit times for the owner only', () => {
+    const file = join(p, 'suid');
+    fs.writeFileSync(file, 'x');
+    fs.chmodSync(file, 0o6777);
+    assert.equal(asNobody(tryPy('f = open(sys.argv[1], "a"); f.write("more"); f.close()'), file), 'ok');
+    assert.equal(fs.statSync(file).mode & 0o7777, 0o0777);
+    assert.equal(fs.readFileSync(file, 'utf8'), 'xmore');
+    fs.utimesSync(file, 1_000_000_000, 1_000_000_000);
+    assert.equal(asNobody(tryPy('os.utime(sys.argv[1], None)'), file), 'ok');
+    assert.ok(fs.statSync(file).mtimeMs > Date.now() - 60_000, 'UTIME_NOW by a writer sets the time to now');
+    assert.equal(asNobody(tryPy('os.utime(sys.argv[1], (1, 2))'), file), 'EPERM');
+    fs.chmodSync(file, 0o644);
+    assert.equal(asNobody(tryPy('os.utime(sys.argv[1], None)'), file), 'EACCES');
+  });
+
   test('unlink while open: the open file keeps reading, writing and fstat; the name is gone', () => {
     const file = join(p, 'unlinked');
     fs.writeFileSync(file, 'hello world');
