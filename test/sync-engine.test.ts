@@ -169,6 +169,7 @@ test('conflicts: concurrent edits keep both (higher stamp keeps the name), delet
     const copies = names(a).filter((n) => n.startsWith('report.sync-conflict-'));
     assert.equal(copies.length, 1, `one conflict copy: ${names(a).join(', ')}`);
     assert.match(copies[0]!, /^report\.sync-conflict-\d{8}-\d{6}-[0-9a-f]{8}\.txt$/);
+    assert.ok(copies[0]!.endsWith(`-${a.boxid.slice(0, 8)}.txt`), `the copy names A's machine boxid: ${copies[0]!}`);
     // B published later, so its stamp is higher: B's content keeps the name on both boxes.
     assert.equal(read(a, '/report.txt'), 'from B');
     assert.equal(read(b, '/report.txt'), 'from B');

@@ -142,6 +142,8 @@ export class SyncEngine {
   /** The id in this store's version stamps: derived from the boxid and the store, so two mounts of one machine never mint equal stamps. */
   readonly replicaId: string;
   private readonly syncDir: string;
+  /** The machine's boxid: written as the idx header's writer, mapped from the replica id for conflict names. */
+  private readonly boxid: string;
   private readonly publishDelayMs: number;
   private readonly log: (message: string) => void;
   private readonly compressionLevel: number;
@@ -161,6 +163,7 @@ export class SyncEngine {
     this.port = new SyncPort(fs);
     this.state = new SyncState(this.port);
     this.syncDir = options.syncDir;
+    this.boxid = options.boxid;
     this.publishDelayMs = options.publishDelayMs ?? publishDelayMsDefault;
     this.log = options.log ?? ((m) => process.emitWarning(`zippy-fs sync: ${m}`));
     this.compressionLevel = options.compressionLevel ?? 1;
@@ -348,7 +351,7 @@ export class SyncEngine {
         // Crash-test hook: a real kill -9 between the durable zip and the idx (the commit point).
         if (process.env['ZIPPY_TEST_KILL_BEFORE_IDX'] === '1') process.kill(process.pid, 'SIGKILL');
         return {
-        header: { archiveName: name, writerBoxid: this.replicaId, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: false, zipSizeBytes },
+        header: { archiveName: name, writerBoxid: this.boxid, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: false, zipSizeBytes },
         versions: drafts.map((d) => d.version),
         blocks: locations,
         };
@@ -356,6 +359,7 @@ export class SyncEngine {
     });
     this.port.transaction(() => {
       const number = this.state.addArchive({ name, zipSizeBytes: written.zipSizeBytes, own: true });
+      this.state.setReplicaBoxid(this.replicaId, this.boxid);
       for (const loc of locations) this.state.addBlock(number, loc);
       for (const d of drafts) this.recordVersion(d.version, d.flat);
       this.updateIdentities(drafts);
@@ -542,6 +546,8 @@ export class SyncEngine {
         this.port.transaction(() => {
           const number = this.state.addArchive({ name: archive.name, zipSizeBytes: archive.zipSizeBytes, own: false });
           for (const loc of archive.idx!.blocks) this.state.addBlock(number, loc);
+          // A publisher writes only its own versions, so the header's writer is their machine.
+          for (const v of archive.idx!.versions) this.state.setReplicaBoxid(v.stamp.boxid, archive.idx!.header.writerBoxid);
           for (const [i, v] of archive.idx!.versions.entries()) if (this.recordVersion(v, resolved[i]!)) touched.add(v.path);
         });
         imported.push(archive.name);

@@ -11,7 +11,8 @@
  *    highest stamp wins. Directories never conflict with directories: the highest stamp gives the
  *    attributes.
  * 4. Every other live non-directory head stays visible as a conflict copy named
- *    `name.sync-conflict-<yyyymmdd>-<hhmmss>-<boxid8>.ext` from its own mtime (UTC) and boxid.
+ *    `name.sync-conflict-<yyyymmdd>-<hhmmss>-<boxid8>.ext` from its own mtime (UTC) and the boxid
+ *    of the machine that made it (stamps carry per-store replica ids; the catalog maps them).
  */
 import { compareStamps, type FileType, type Stamp } from './idx.js';
 
@@ -69,8 +70,8 @@ export function latestHead(versions: readonly VersionMeta[]): Stamp | null {
   return best;
 }
 
-/** The conflict-copy path of `loser` (a version of `path`). */
-export function conflictPath(path: string, loser: VersionMeta): string {
+/** The conflict-copy path of `loser` (a version of `path`) made on machine `boxid`. */
+export function conflictPath(path: string, loser: VersionMeta, boxid: string = loser.stamp.boxid): string {
   const slash = path.lastIndexOf('/');
   const dir = slash < 0 ? '' : path.slice(0, slash + 1);
   const name = slash < 0 ? path : path.slice(slash + 1);
@@ -82,7 +83,7 @@ export function conflictPath(path: string, loser: VersionMeta): string {
   const p2 = (n: number): string => String(n).padStart(2, '0');
   const date = `${d.getUTCFullYear()}${p2(d.getUTCMonth() + 1)}${p2(d.getUTCDate())}`;
   const time = `${p2(d.getUTCHours())}${p2(d.getUTCMinutes())}${p2(d.getUTCSeconds())}`;
-  return `${dir}${stem}.sync-conflict-${date}-${time}-${loser.stamp.boxid.slice(0, 8)}${ext}`;
+  return `${dir}${stem}.sync-conflict-${date}-${time}-${boxid.slice(0, 8)}${ext}`;
 }
 
 /** True when `name` (a last component) is a conflict-copy name. */

@@ -105,7 +105,7 @@ export class Reconciler {
     const copies = new Map<string, VersionMeta>();
     if (show !== undefined) {
       for (const loser of lost) {
-        const copy = conflictPath(path, loser);
+        const copy = conflictPath(path, loser, this.state.replicaBoxid(loser.stamp.boxid));
         if (!this.realPathLive(copy)) copies.set(copy, loser);
       }
     }

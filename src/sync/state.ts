@@ -2,7 +2,8 @@
  * The sync layer's own LMDB tables (docs/FORMAT.md, "LMDB key space", sync rows), reached
  * through the inode port's `syncTable`:
  * - `catalog`: `a` ‖ archive number u32 → archive record; `n` ‖ name (32 ascii) → number u32;
- *   `counter` → Lamport counter u64; `archive-next` → next archive number u32.
+ *   `counter` → Lamport counter u64; `archive-next` → next archive number u32; `r` ‖ replica id
+ *   (32 ascii hex) → machine boxid (32 ascii hex).
  * - `blockid`: block id (16) → where the block is stored (26 bytes, `blockLocationRecord`).
  * - `stamp`: counter u64 BE ‖ boxid (16) → flat block-id list of that file version (16 bytes/slot).
  * - `version`: '/' ‖ path (UTF-8) → path record (msgpack): the heads of the path (versions no known
@@ -59,6 +60,7 @@ export interface PathRecord {
 const archiveKeyPrefix = Buffer.from('a');
 const nameKeyPrefix = Buffer.from('n');
 const counterKey = Buffer.from('counter');
+const replicaKeyPrefix = Buffer.from('r');
 const archiveNextKey = Buffer.from('archive-next');
 
 function u32(n: number): Buffer {
@@ -122,6 +124,18 @@ export class SyncState {
     table.putSync(Buffer.concat([archiveKeyPrefix, u32(number)]), pack(record));
     table.putSync(Buffer.concat([nameKeyPrefix, Buffer.from(record.name)]), u32(number));
     return number;
+  }
+
+  /** Remembers the machine boxid behind a replica id (stamps carry replica ids). First one wins. */
+  setReplicaBoxid(replica: string, boxid: string): void {
+    const key = Buffer.concat([replicaKeyPrefix, Buffer.from(replica)]);
+    const table = this.port.syncTable('catalog');
+    if (table.get(key) === undefined) table.putSync(key, Buffer.from(boxid));
+  }
+
+  /** The machine boxid of a replica id, or undefined when unknown (plain-zip pseudo-stamps). */
+  replicaBoxid(replica: string): string | undefined {
+    return this.port.syncTable('catalog').get(Buffer.concat([replicaKeyPrefix, Buffer.from(replica)]))?.toString('latin1');
   }
 
   counter(): number {
