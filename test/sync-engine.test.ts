@@ -228,3 +228,25 @@ test('renaming a directory that only exists implicitly on this box moves its fil
     await b.cleanup();
   }
 });
+
+test('two stores of one machine (same boxid) never mint equal stamps: concurrent edits both survive', async () => {
+  const dir = tempDir();
+  const boxid = '5a'.repeat(16);
+  const a = await openSyncBox(dir, { boxid });
+  const b = await openSyncBox(dir, { boxid });
+  try {
+    write(a, '/same.txt', 'from store A');
+    write(b, '/same.txt', 'from store B');
+    await a.engine.publishNow();
+    await b.engine.publishNow();
+    await a.engine.importNow();
+    await b.engine.importNow();
+    const names = (box: SyncBox): string[] => box.fs.readdir(1).map((e) => e.name).sort();
+    assert.deepEqual(names(a), names(b));
+    assert.equal(names(a).filter((n) => n.startsWith(`same.sync-conflict-`) && n.endsWith(`-${boxid.slice(0, 8)}.txt`)).length, 1);
+    assert.notEqual(a.engine.replicaId, b.engine.replicaId);
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
