@@ -123,6 +123,8 @@ export interface MountZippyOptions {
   storeDir?: string;
   /** Extra -o options, e.g. ['allow_other']. */
   options?: string[];
+  /** Extra command-line flags, e.g. ['-s']. */
+  flags?: string[];
   /** Milliseconds to wait for the mount to become live (default 20 s). */
   readyTimeoutMs?: number;
 }
@@ -199,7 +201,7 @@ export async function mountZippy(options: MountZippyOptions = {}): Promise<TestM
   let child: ChildProcess | undefined;
 
   const start = async (): Promise<void> => {
-    const args = [mountMainPath(), '-f', '-o', [`store=${storeDir}`, ...(options.options ?? [])].join(','), mountpoint, syncDir];
+    const args = [mountMainPath(), '-f', ...(options.flags ?? []), '-o', [`store=${storeDir}`, ...(options.options ?? [])].join(','), mountpoint, syncDir];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     liveMounts.set(mountpoint, proc);

@@ -74,6 +74,20 @@ describe('zippy-fs command line', { skip }, () => {
     await m.unmount();
   });
 
+  test('-s (single-threaded) with -o uid=,gid=,cache_size= mounts and reports the given owner', async () => {
+    const m = await mountZippy({ flags: ['-s'], options: ['uid=1234', 'gid=5678', 'cache_size=8M'] });
+    mounts.push(m);
+    fs.writeFileSync(join(m.mountpoint, 'owned'), 'x');
+    const st = fs.statSync(join(m.mountpoint, 'owned'));
+    assert.deepEqual([st.uid, st.gid], [1234, 5678]);
+    await m.unmount();
+    const dir = scratch();
+    fs.mkdirSync(join(dir, 'mnt'));
+    const bad = zippyFs(['-f', '-o', 'cache_size=lots', join(dir, 'mnt'), dir]);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /bad size/);
+  });
+
   test('without -f it detaches, prints where the log is, and the mount works', async () => {
     const dir = scratch();
     const mnt = join(dir, 'mnt');
