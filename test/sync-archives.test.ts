@@ -145,6 +145,60 @@ test('bad input: corrupt, truncated, half-written and oversized archives are ski
   }
 });
 
+async function killedPublisher(dir: string, storeDir: string, hook: string, content: string): Promise<void> {
+  const self = fileURLToPath(import.meta.url);
+  const ts = self.endsWith('.ts');
+  const mod = (p: string): string => new URL(`../src/${p}.${ts ? 'ts' : 'js'}`, import.meta.url).href;
+  const code = `
+    const { Store } = await import(${JSON.stringify(mod('inode/store'))});
+    const { FileSystem } = await import(${JSON.stringify(mod('inode/fs'))});
+    const { SyncEngine } = await import(${JSON.stringify(mod('sync/engine'))});
+    const { rootCtx } = await import(${JSON.stringify(mod('inode/types'))});
+    const store = Store.open(${JSON.stringify(storeDir)});
+    const fs = new FileSystem(store, { writebackDelayMs: 0 });
+    const engine = await SyncEngine.start(fs, { syncDir: ${JSON.stringify(dir)}, boxid: 'aa'.repeat(16), publishDelayMs: 60000 });
+    let ino;
+    try { ino = fs.resolve('/victim.txt'); } catch { ino = fs.mknod(rootCtx, 1, 'victim.txt', 0o100644).ino; }
+    fs.write(rootCtx, ino, 0, Buffer.from(${JSON.stringify(content)}));
+    await fs.fsync();
+    process.env.${hook} = '1';
+    await engine.publishNow();
+  `;
+  const result = spawnSync(process.execPath, [...(ts ? ['--import', 'tsx'] : []), '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(result.signal, 'SIGKILL', `the publisher was killed: ${result.stderr}`);
+}
+
+async function restartStore(dir: string, storeDir: string): Promise<void> {
+  const { Store } = await import('../src/inode/store.js');
+  const { FileSystem } = await import('../src/inode/fs.js');
+  const { SyncEngine } = await import('../src/sync/engine.js');
+  const store = Store.open(storeDir);
+  const fs = new FileSystem(store, { writebackDelayMs: 0 });
+  const engine = await SyncEngine.start(fs, { syncDir: dir, boxid: 'aa'.repeat(16), publishDelayMs: 60_000 });
+  await engine.stop();
+  await fs.close();
+  await store.close();
+}
+
+test('kill -9 after the idx but before the catalog: the restarted store adopts its own archive and never conflicts with itself', async () => {
+  const dir = tempDir();
+  const storeDir = tempDir();
+  try {
+    await killedPublisher(dir, storeDir, 'ZIPPY_TEST_KILL_AFTER_IDX', 'first');
+    assert.equal(archives(dir).length, 1);
+    await restartStore(dir, storeDir);
+    const reader = await openSyncBox(dir);
+    try {
+      assert.equal(read(reader, '/victim.txt'), 'first');
+      assert.deepEqual(reader.fs.readdir(1).map((e) => e.name), ['victim.txt']);
+    } finally {
+      await reader.cleanup();
+    }
+  } finally {
+    rmSync(storeDir, { recursive: true, force: true });
+  }
+});
+
 test('kill -9 of a publisher between zip and idx: nobody imports a partial archive, the next mount republishes', async () => {
   const dir = tempDir();
   const storeDir = tempDir();

@@ -357,6 +357,8 @@ export class SyncEngine {
         };
       },
     });
+    // Crash-test hook: a real kill -9 after the commit point, before the catalog records the archive.
+    if (process.env['ZIPPY_TEST_KILL_AFTER_IDX'] === '1') process.kill(process.pid, 'SIGKILL');
     this.port.transaction(() => {
       const number = this.state.addArchive({ name, zipSizeBytes: written.zipSizeBytes, own: true });
       this.state.setReplicaBoxid(this.replicaId, this.boxid);
@@ -530,10 +532,22 @@ export class SyncEngine {
     const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
     const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined && !this.sealed(a));
     if (fresh.length === 0 && plainPaths.size === 0) return { imported: [], waiting: [] };
-    if (this.port.outboxCount() > 0) await this.publish();
     const touched = new Set<string>(plainPaths);
+    // Our own archives that a killed publisher committed but never recorded come first, so the
+    // outbox published below builds on them instead of conflicting with itself.
+    const isOwn = (a: CompleteArchive): boolean => a.idx!.versions.length > 0 && a.idx!.versions.every((v) => v.stamp.boxid === this.replicaId);
+    const own = this.importArchives(fresh.filter(isOwn), touched);
+    if (this.port.outboxCount() > 0) await this.publish();
+    const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched);
+    for (const a of foreign.waiting) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
+    this.reconciler.reconcile(touched);
+    return { imported: [...own.imported, ...foreign.imported], waiting: foreign.waiting.map((a) => a.name) };
+  }
+
+  /** Imports every archive whose dependencies are met, repeating while that makes progress. */
+  private importArchives(archives: CompleteArchive[], touched: Set<string>): { imported: string[]; waiting: CompleteArchive[] } {
     const imported: string[] = [];
-    let pending = fresh;
+    let pending = archives;
     for (let progress = true; progress && pending.length > 0; ) {
       progress = false;
       const next: CompleteArchive[] = [];
@@ -543,21 +557,40 @@ export class SyncEngine {
           next.push(archive);
           continue;
         }
-        this.port.transaction(() => {
-          const number = this.state.addArchive({ name: archive.name, zipSizeBytes: archive.zipSizeBytes, own: false });
-          for (const loc of archive.idx!.blocks) this.state.addBlock(number, loc);
-          // A publisher writes only its own versions, so the header's writer is their machine.
-          for (const v of archive.idx!.versions) this.state.setReplicaBoxid(v.stamp.boxid, archive.idx!.header.writerBoxid);
-          for (const [i, v] of archive.idx!.versions.entries()) if (this.recordVersion(v, resolved[i]!)) touched.add(v.path);
-        });
+        this.port.transaction(() => this.recordArchive(archive, resolved, touched));
         imported.push(archive.name);
         progress = true;
       }
       pending = next;
     }
-    for (const a of pending) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
-    this.reconciler.reconcile(touched);
-    return { imported, waiting: pending.map((a) => a.name) };
+    return { imported, waiting: pending };
+  }
+
+  private recordArchive(archive: CompleteArchive, resolved: Uint8Array[], touched: Set<string>): void {
+    const idx = archive.idx!;
+    const number = this.state.addArchive({ name: archive.name, zipSizeBytes: archive.zipSizeBytes, own: false });
+    for (const loc of idx.blocks) this.state.addBlock(number, loc);
+    // A publisher writes only its own versions, so the header's writer is their machine.
+    for (const v of idx.versions) this.state.setReplicaBoxid(v.stamp.boxid, idx.header.writerBoxid);
+    for (const [i, v] of idx.versions.entries()) {
+      if (this.recordVersion(v, resolved[i]!)) touched.add(v.path);
+      if (v.stamp.boxid === this.replicaId) this.adopt(v);
+    }
+  }
+
+
+  /**
+   * An archive with this store's own stamps that the catalog does not know was committed by a
+   * publisher killed before it recorded it. Its versions are ours: the inode now at the path takes
+   * the version as its identity, so the outbox, published again, builds on it instead of making a
+   * sibling that would conflict with itself.
+   */
+  private adopt(v: FileVersion): void {
+    if (v.deleted) return;
+    const ino = this.port.lookup(v.path);
+    if (ino === undefined) return;
+    const kept = this.state.identities(ino).filter((id) => id.path !== v.path);
+    this.state.setIdentities(ino, [...kept, { path: v.path, stamp: v.stamp }]);
   }
 
   /** Sealed archives need the filesystem key, which this build does not handle yet: skipped with a warning. */
