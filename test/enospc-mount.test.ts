@@ -84,6 +84,8 @@ test('full disk: ENOSPC, acknowledged data intact and readable, writes work agai
   }
   assert.ok(failures.length > 0, 'a 16 MiB file system never filled up');
   assert.deepEqual([...new Set(failures)], ['ENOSPC'], `failures while filling: ${failures.join(', ')}\n${m.logs().slice(-2000)}`);
+  const usage = (): string => ['store', 'sync'].map((d) => `${d} ${spawnSync('du', ['-sh', join(tmpfsDir!, d)], { encoding: 'utf8' }).stdout.split('\t')[0]}`).join(', ');
+  const usageAtFull = usage();
   // 3. Acknowledged data is intact and the mount keeps serving reads.
   for (const [name, digest] of acknowledged) assert.equal(sha(fs.readFileSync(join(p, name))), digest, `${name} after ENOSPC`);
   assert.ok(fs.readdirSync(p).length >= acknowledged.size);
@@ -91,6 +93,7 @@ test('full disk: ENOSPC, acknowledged data intact and readable, writes work agai
   for (const name of fs.readdirSync(p)) if (name.startsWith('fill')) fs.unlinkSync(join(p, name));
   await new Promise((resolvePromise) => setTimeout(resolvePromise, 3000));
   const afterDelete = writeFsynced(join(p, 'again0'), randomData(2 * 1024 * 1024));
+  const usageAfterDelete = usage();
   let grew = false;
   if (afterDelete !== 'ok') {
     assert.equal(afterDelete, 'ENOSPC', `after deleting: ${afterDelete}`);
@@ -103,6 +106,6 @@ test('full disk: ENOSPC, acknowledged data intact and readable, writes work agai
   assert.equal(writeFsynced(join(p, 'again1'), again), 'ok', m.logs().slice(-2000));
   assert.equal(sha(fs.readFileSync(join(p, 'again1'))), sha(again));
   for (const [name, digest] of acknowledged) assert.equal(sha(fs.readFileSync(join(p, name))), digest, `${name} after space came back`);
-  t.diagnostic(grew ? 'deleting files did not give space back; writes worked again after growing the tmpfs' : 'deleting files gave space back; writes worked again');
+  t.diagnostic(`full: ${usageAtFull}; after deleting the fill files: ${usageAfterDelete}; ${grew ? 'deleting files did not give space back; writes worked again after growing the tmpfs' : 'deleting files gave space back; writes worked again'}`);
   await m.unmount();
 });

@@ -85,7 +85,8 @@ test(`8 processes on one mount, a second mount of the same sync dir, ${loadSecon
   }
   const reports = await Promise.all(workers);
   const errors = reports.flatMap((r) => r.errors.map((e) => `worker ${r.worker}: ${e}`));
-  assert.deepEqual(errors, [], `seed ${seed}`);
+  const logLines = (m: TestMount): string => m.logs().split('\n').filter((l) => /EIO|error|fail|ASSERT|CORRUPT/i.test(l)).slice(-30).join('\n');
+  assert.deepEqual(errors, [], `seed ${seed}; mount logs:\n${logLines(a)}\n--- second mount:\n${logLines(b)}`);
   const loadDigests = new Map<string, string>();
   for (const r of reports) for (const [rel, digest] of Object.entries(r.digests)) loadDigests.set(`load/${rel}`, digest);
   // 1. Through the mount that wrote them.
