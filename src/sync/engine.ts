@@ -275,17 +275,22 @@ export class SyncEngine {
     this.port.writeBackAll();
     const rows = this.port.outbox();
     if (rows.length === 0) return { archives: [], versionCount: 0, blockCount: 0 };
-    const drafts = this.draftVersions(rows.map((r) => r.ino));
+    const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
     const chunks = this.chunk(drafts);
     for (const [i, chunk] of chunks.entries()) {
       const last = i === chunks.length - 1;
-      const written = await this.writeChunk(chunk.drafts, chunk.blocks, last ? rows : []);
+      const written = await this.writeChunk(chunk.drafts, chunk.blocks, last ? rows : [], last ? lost : []);
       if (written !== undefined) archives.push(written);
       blockCount += chunk.blocks.size;
     }
-    if (chunks.length === 0) this.port.transaction(() => this.port.clearOutbox(rows));
+    if (chunks.length === 0) {
+      this.port.transaction(() => {
+        this.updateIdentities([], lost);
+        this.port.clearOutbox(rows);
+      });
+    }
     if (archives.length > 0 && this.signalDaemon) signalSyncDaemon(this.log);
     const paths = new Set(drafts.map((d) => d.version.path));
     for (const p of this.reconciler.takeDeferred()) paths.add(p);
@@ -332,7 +337,7 @@ export class SyncEngine {
   }
 
   private async writeChunk(drafts: Draft[], blocks: Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>,
-    rows: { ino: number; sequence: number }[]): Promise<{ name: string; zipSizeBytes: number; idxSizeBytes: number } | undefined> {
+    rows: { ino: number; sequence: number }[], lost: { ino: number; path: string }[]): Promise<{ name: string; zipSizeBytes: number; idxSizeBytes: number } | undefined> {
     const name = newArchiveName();
     const port = this.port;
     const payloads = function* (): Generator<BlockPayload> {
@@ -364,7 +369,7 @@ export class SyncEngine {
       this.state.setReplicaBoxid(this.replicaId, this.boxid);
       for (const loc of locations) this.state.addBlock(number, loc);
       for (const d of drafts) this.recordVersion(d.version, d.flat);
-      this.updateIdentities(drafts);
+      this.updateIdentities(drafts, lost);
       this.port.clearOutbox(rows);
     });
     return { name, zipSizeBytes: written.zipSizeBytes, idxSizeBytes: written.idxSizeBytes };
@@ -383,11 +388,19 @@ export class SyncEngine {
     return true;
   }
 
-  private updateIdentities(drafts: Draft[]): void {
+  /**
+   * Applies a publish to the identities: every name an inode lost is dropped (also when no
+   * tombstone was written because another inode's version took the name), then each draft sets
+   * the identity of its inode at its path. A stale identity would make a later version of the
+   * inode build on a superseded base, i.e. conflict with our own newer version.
+   */
+  private updateIdentities(drafts: Draft[], lost: readonly { ino: number; path: string }[]): void {
     const byIno = new Map<number, Identity[]>();
     const touched = new Set<number>();
     for (const d of drafts) if (d.ino !== undefined) touched.add(d.ino);
+    for (const l of lost) touched.add(l.ino);
     for (const ino of touched) byIno.set(ino, this.state.identities(ino));
+    for (const l of lost) byIno.set(l.ino, byIno.get(l.ino)!.filter((id) => id.path !== l.path));
     for (const d of drafts) {
       if (d.ino === undefined) continue;
       const list = byIno.get(d.ino)!.filter((id) => id.path !== d.version.path);
@@ -400,7 +413,7 @@ export class SyncEngine {
   }
 
   /** Turns outbox inodes (and everything below a directory that moved) into version drafts. */
-  private draftVersions(inos: number[]): Draft[] {
+  private draftVersions(inos: number[]): { drafts: Draft[]; lost: { ino: number; path: string }[] } {
     const work = new Set(inos);
     for (const ino of inos) this.addMovedSubtree(ino, work);
     const tombstones = new Map<string, Draft>();
@@ -411,9 +424,11 @@ export class SyncEngine {
       const paths = node === undefined ? [] : this.port.pathsOf(ino);
       nodes.set(ino, { node, paths, ids: this.state.identities(ino) });
     }
+    const lost: { ino: number; path: string }[] = [];
     for (const [ino, { paths, ids }] of nodes) {
       for (const id of ids) {
         if (paths.includes(id.path)) continue;
+        lost.push({ ino, path: id.path });
         const t = this.tombstone(id);
         if (t !== undefined) tombstones.set(t.version.path, { ...t, ino });
       }
@@ -426,7 +441,7 @@ export class SyncEngine {
       }
     }
     for (const [path, d] of tombstones) if (!live.has(path)) live.set(path, d);
-    return [...live.values()].sort((a, b) => depth(a.version.path) - depth(b.version.path));
+    return { drafts: [...live.values()].sort((a, b) => depth(a.version.path) - depth(b.version.path)), lost };
   }
 
   /** When directory `ino`'s paths differ from the ones it published, adds all below it. */
