@@ -19,6 +19,7 @@ import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, 
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
 import { blockIdUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import { BlockCache, type CacheEntry } from './cache.js';
+import { cleanSegments } from './cleaner.js';
 import { nameBytes, splitPath } from './names.js';
 import type { Store } from './store.js';
 import { isDir, isLnk, isReg, nowNs, permissionBits, rootIno, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, S_ISVTX, XATTR_CREATE, XATTR_REPLACE, type Attr, type Ctx, type DirEntry, type TimeSpec } from './types.js';
@@ -53,6 +54,9 @@ export class FileSystem {
   private handleNext = 1;
   private timer: NodeJS.Timeout | undefined;
   private changedSinceSync = false;
+  /** The running cleaner pass, awaited by close(). */
+  private cleanPass: Promise<void> | undefined;
+  private lastCleanMs = Date.now();
   private external: ExternalBlockReader | undefined;
   private readonly changeListeners: ChangeListener[] = [];
 
@@ -552,6 +556,7 @@ export class FileSystem {
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    await this.cleanPass;
     await this.fsync();
   }
 
@@ -946,9 +951,22 @@ export class FileSystem {
     if (this.readOnly) throw fsError('EROFS', 'read-only file system');
   }
 
+  /** Starts a cleaner pass when the last one is done and cleanIntervalMs has passed. */
+  private maybeClean(): void {
+    const now = Date.now();
+    if (this.cleanPass !== undefined || now - this.lastCleanMs < cleanIntervalMs) return;
+    this.lastCleanMs = now;
+    this.cleanPass = cleanSegments(this.store)
+      .then(() => undefined, (e: unknown) => process.emitWarning(`zippy-fs: segment cleaner failed: ${String(e)}`))
+      .finally(() => {
+        this.cleanPass = undefined;
+      });
+  }
+
   private onTimer(): void {
     try {
       this.writeBackAll();
+      this.maybeClean();
       if (this.changedSinceSync) {
         this.changedSinceSync = false;
         this.store.log.sync();
@@ -959,6 +977,9 @@ export class FileSystem {
     }
   }
 }
+
+/** How often the write-back timer also runs the segment cleaner. */
+const cleanIntervalMs = 30_000;
 
 function toAttr(ino: number, rec: InodeRecord): Attr {
   return {
