@@ -87,6 +87,17 @@ test('truncate down frees blocks and zeroes the tail; truncate up reads zeros', 
     assert.equal([...t.store.btree.table('blockmap').getKeys({})].length, 0);
   }));
 
+test('truncate inside a block whose kept part is zeros drops the stale tail for good', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    t.fs.write(rootCtx, f.ino, 3000, Buffer.alloc(1096, 0x5a)); // block 0: zeros, then data
+    t.fs.flushFile(f.ino);
+    t.fs.truncate(rootCtx, f.ino, 2993);
+    t.fs.truncate(rootCtx, f.ino, 8192);
+    await t.reopen(); // an empty cache: the block map alone decides
+    assert.ok(t.fs.read(f.ino, 0, 8192).every((b) => b === 0), 'no byte of the cut tail comes back');
+  }));
+
 test('directories: mkdir, readdir, rmdir, nlink, errors', () =>
   withFs((t) => {
     const d = t.fs.mkdir(rootCtx, rootIno, 'd', 0o755);

@@ -327,12 +327,13 @@ export class FileSystem {
     if (!isReg(current.mode)) throw fsError('EINVAL', 'truncate of a special file', `inode ${ino}`);
     this.flushFile(ino);
     const tail = this.tailBlockAfterTruncate(ino, size);
-    const tailLoc = tail === undefined ? undefined : this.store.log.append([{ ino, blockIndex: tail.blockIndex, payload: tail.payload }])[0];
+    const tailLoc = tail?.payload === undefined ? undefined : this.store.log.append([{ ino, blockIndex: tail.blockIndex, payload: tail.payload }])[0];
     return this.commit(() => {
       const rec = this.inode(ino);
       const keepBlockCount = Math.ceil(size / blockSizeBytes);
       this.freeBlocks(ino, keepBlockCount);
       if (tail !== undefined && tailLoc !== undefined) this.putBlock(ino, tail.blockIndex, tailLoc);
+      else if (tail !== undefined) this.removeBlock(ino, tail.blockIndex); // what is kept is all zeros: a hole
       if (rec.size !== size) {
         rec.size = size;
         rec.mtimeNs = rec.ctimeNs = nowNs();
@@ -922,15 +923,20 @@ export class FileSystem {
     }
   }
 
-  /** For a truncate to `size` inside a stored block, that block with its tail zeroed. */
-  private tailBlockAfterTruncate(ino: number, size: number): { blockIndex: number; payload: Buffer } | undefined {
+  /**
+   * For a truncate to `size` inside a stored block: that block's kept bytes as the payload of
+   * its new record, or no payload when they are all zeros (the block becomes a hole). The
+   * stored block must never survive as it is: its bytes past `size` would reappear when the
+   * file grows again.
+   */
+  private tailBlockAfterTruncate(ino: number, size: number): { blockIndex: number; payload: Buffer | undefined } | undefined {
     const within = size % blockSizeBytes;
     if (within === 0) return undefined;
     const blockIndex = Math.floor(size / blockSizeBytes);
     const data = this.loadBlock(ino, blockIndex);
     if (data === undefined) return undefined;
     const payload = data.subarray(0, within);
-    if (payload.equals(zeroBlock.subarray(0, within))) return undefined;
+    if (payload.equals(zeroBlock.subarray(0, within))) return { blockIndex, payload: undefined };
     return { blockIndex, payload: Buffer.from(payload) };
   }
 
