@@ -8,7 +8,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { fsError } from '../errors.js';
+import { fsError, isFsError, type FsError } from '../errors.js';
 import { lmdbMapSizeBytes } from '../limits.js';
 import { tableNames, type TableName } from './keys.js';
 
@@ -64,14 +64,18 @@ export class Btree {
 
   /** Runs `action` in one write transaction and commits it (visible at once, durable at sync()). */
   transaction<T>(action: () => T): T {
-    return this.root.transactionSync(action);
+    try {
+      return this.root.transactionSync(action);
+    } catch (e) {
+      throw spaceError(e, 'LMDB commit failed', this.path) ?? e;
+    }
   }
 
   /** Makes every committed transaction durable (fsync of the LMDB files). */
   sync(): Promise<void> {
     return new Promise((resolve, reject) => {
       (this.root as unknown as { sync(cb: (e?: Error) => void): void }).sync((error?: Error) => {
-        if (error) reject(fsError('EIO', `LMDB sync failed: ${error.message}`, this.path, error));
+        if (error) reject(spaceError(error, 'LMDB sync failed', this.path) ?? fsError('EIO', `LMDB sync failed: ${error.message}`, this.path, error));
         else resolve();
       });
     });
@@ -81,4 +85,21 @@ export class Btree {
   async close(): Promise<void> {
     await this.root.close();
   }
+}
+
+/** errno ENOSPC and LMDB's MDB_MAP_FULL, as the lmdb package reports them (a numeric `code`). */
+const enospcErrno = 28;
+const mdbMapFull = -30792;
+
+/**
+ * An LMDB failure for lack of space as FsError ENOSPC, or undefined for any other error. The
+ * lmdb package throws a plain Error whose `code` is the errno *number* (28 when a page write
+ * hits a full disk), which the FUSE edge would otherwise turn into EIO.
+ */
+function spaceError(e: unknown, what: string, place: string): FsError | undefined {
+  if (isFsError(e)) return undefined;
+  const code = (e as { code?: unknown } | undefined)?.code;
+  const message = e instanceof Error ? e.message : String(e);
+  const full = code === enospcErrno || code === 'ENOSPC' || code === mdbMapFull || /No space left on device|MDB_MAP_FULL/.test(message);
+  return full ? fsError('ENOSPC', `${what}: ${message}`, place, e) : undefined;
 }
