@@ -11,6 +11,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { isFsError } from '../src/errors.js';
+import { checkStore } from '../src/inode/check.js';
+import { FileSystem } from '../src/inode/fs.js';
+import { Store } from '../src/inode/store.js';
+import { rootCtx, rootIno, S_IFREG } from '../src/inode/types.js';
 import { mountSkipReason, mountZippy, seededRandom, tempDir, type TestMount } from './fixtures.js';
 
 const skip = mountSkipReason();
@@ -108,4 +113,52 @@ test('full disk: ENOSPC, acknowledged data intact and readable, writes work agai
   for (const [name, digest] of acknowledged) assert.equal(sha(fs.readFileSync(join(p, name))), digest, `${name} after space came back`);
   t.diagnostic(`full: ${usageAtFull}; after deleting the fill files: ${usageAfterDelete}; ${grew ? 'deleting files did not give space back; writes worked again after growing the tmpfs' : 'deleting files gave space back; writes worked again'}`);
   await m.unmount();
+});
+
+// Regression: an LMDB commit that hits a full disk threw a plain Error with the numeric code 28,
+// which the FUSE edge turned into EIO; src/btree/db.ts now reports it as FsError ENOSPC.
+test('full disk: a metadata commit that cannot write its pages is ENOSPC, and the store stays consistent', { skip }, async () => {
+  const dir = tempDir('zippy-enospc-meta-');
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir], { encoding: 'utf8' });
+  assert.equal(mounted.status, 0, mounted.stderr);
+  try {
+    const store = Store.open(join(dir, 'store'));
+    const fsys = new FileSystem(store, { writebackDelayMs: 0 });
+    const codeOf = (fn: () => unknown): string => {
+      try {
+        fn();
+        return 'ok';
+      } catch (e) {
+        assert.ok(isFsError(e), `not an FsError: ${String(e)}`);
+        return e.code;
+      }
+    };
+    const big = fsys.mknod(rootCtx, rootIno, 'big', S_IFREG | 0o644);
+    let dataCode = 'ok';
+    for (let at = 0; dataCode === 'ok' && at < 64 * 1024 * 1024; at += 65536) {
+      dataCode = codeOf(() => {
+        fsys.write(rootCtx, big.ino, at, Buffer.alloc(65536, 7));
+        fsys.flushFile(big.ino);
+      });
+    }
+    assert.equal(dataCode, 'ENOSPC');
+    let metaCode = 'ok';
+    for (let i = 0; metaCode === 'ok' && i < 10_000; i++) {
+      metaCode = codeOf(() => {
+        const x = fsys.mknod(rootCtx, rootIno, `name-${'x'.repeat(200)}-${i}`, S_IFREG | 0o644);
+        fsys.setxattr(x.ino, 'user.pad', Buffer.alloc(2000, 1), 0);
+      });
+    }
+    assert.equal(metaCode, 'ENOSPC', 'a metadata commit on a full disk');
+    assert.equal(spawnSync('mount', ['-o', 'remount,size=16m', dir]).status, 0);
+    assert.equal(codeOf(() => fsys.mknod(rootCtx, rootIno, 'after', S_IFREG | 0o644)), 'ok');
+    fsys.writeBackAll();
+    await fsys.close();
+    const problems = checkStore(store).problems;
+    assert.deepEqual(problems.map((p) => `${p.code} ${p.place}: ${p.message}`), []);
+    await store.close();
+  } finally {
+    spawnSync('umount', [dir]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
