@@ -14,20 +14,8 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writ
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { seededRandom } from './random.js';
 
-/** mulberry32, as fixtures.ts's seededRandom (copied: importing the fixtures would load LMDB into every worker). */
-function seededRandom(seed: number): { next(): number; int(below: number): number; pick<T>(items: readonly T[]): T } {
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (below: number): number => Math.floor(next() * below);
-  return { next, int, pick: <T>(items: readonly T[]): T => items[int(items.length)]! };
-}
 
 /** One journal line. `id` is the identity of a file (a creation), which moves with renames. */
 export type JournalRecord =

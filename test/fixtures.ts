@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { checkStore } from '../src/inode/check.js';
 import { FileSystem, type FileSystemOptions } from '../src/inode/fs.js';
 import { Store, type StoreOptions } from '../src/inode/store.js';
+import { rootCtx } from '../src/inode/types.js';
+import { seededRandom } from './random.js';
 import { randomBytes } from 'node:crypto';
 import { SyncEngine } from '../src/sync/engine.js';
 
@@ -501,19 +503,7 @@ export function diffTrees(a: Map<string, TreeEntry>, b: Map<string, TreeEntry>, 
   return out.slice(0, limit);
 }
 
-/** A small seeded PRNG (mulberry32): the same seed gives the same sequence. */
-export function seededRandom(seed: number): { next(): number; int(below: number): number; pick<T>(items: readonly T[]): T } {
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (below: number): number => Math.floor(next() * below);
-  return { next, int, pick: <T>(items: readonly T[]): T => items[int(items.length)]! };
-}
+export { seededRandom };
 
 /**
  * Writes a deterministic tree of `fileCount` regular files (sizes 0 to ~256 KiB, mostly small,
@@ -611,4 +601,35 @@ export async function openSyncBox(syncDir: string, options: { boxid?: string; pu
     },
   };
   return box;
+}
+
+/** Writes `data` at `offset` of the file at `path` in a sync box, creating it (mode 0644) if absent. */
+export function writeBoxFile(box: SyncBox, path: string, data: Buffer | string, offset = 0): void {
+  const fs = box.fs;
+  let ino: number;
+  try {
+    ino = fs.resolve(path);
+  } catch {
+    const { parent, name } = fs.resolveParent(path);
+    ino = fs.mknod(rootCtx, parent, name, 0o100644).ino;
+  }
+  const fh = fs.open(ino);
+  fs.write(rootCtx, ino, offset, Buffer.from(data));
+  fs.release(fh);
+}
+
+/** The content of the file at `path` in a sync box, as text. */
+export function readBoxFile(box: SyncBox, path: string): string {
+  const ino = box.fs.resolve(path);
+  return box.fs.read(ino, 0, box.fs.getattr(ino).size).toString();
+}
+
+/** True when `path` exists in a sync box. */
+export function boxPathExists(box: SyncBox, path: string): boolean {
+  try {
+    box.fs.resolve(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -9,36 +9,10 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { rootCtx } from '../src/inode/types.js';
-import { openSyncBox, runTool, tempDir, type SyncBox } from './fixtures.js';
+import { openSyncBox, runTool, tempDir, writeBoxFile, readBoxFile, boxPathExists } from './fixtures.js';
 
-function write(box: SyncBox, path: string, data: Buffer | string): void {
-  const fs = box.fs;
-  let ino: number;
-  try {
-    ino = fs.resolve(path);
-  } catch {
-    const { parent, name } = fs.resolveParent(path);
-    ino = fs.mknod(rootCtx, parent, name, 0o100644).ino;
-  }
-  const fh = fs.open(ino);
-  fs.write(rootCtx, ino, 0, Buffer.from(data));
-  fs.release(fh);
-}
 
-function read(box: SyncBox, path: string): string {
-  const ino = box.fs.resolve(path);
-  return box.fs.read(ino, 0, box.fs.getattr(ino).size).toString();
-}
 
-function exists(box: SyncBox, path: string): boolean {
-  try {
-    box.fs.resolve(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function archives(dir: string): string[] {
   return readdirSync(dir).filter((f) => /^[0-9a-f]{32}\.idx$/.test(f)).map((f) => f.slice(0, 32)).sort();
@@ -60,8 +34,8 @@ test('interop: published archives pass unzip -t and Python zipfile testzip()', a
   const dir = tempDir();
   const a = await openSyncBox(dir);
   try {
-    write(a, '/text.txt', 'hello '.repeat(5000));
-    write(a, '/random.bin', randomish(100_000, 7));
+    writeBoxFile(a, '/text.txt', 'hello '.repeat(5000));
+    writeBoxFile(a, '/random.bin', randomish(100_000, 7));
     await a.engine.publishNow();
     const names = archives(dir);
     assert.equal(names.length, 1);
@@ -81,13 +55,13 @@ test('bad input: corrupt, truncated, half-written and oversized archives are ski
   const a = await openSyncBox(source);
   const warnings: string[] = [];
   try {
-    write(a, '/good.txt', 'good');
+    writeBoxFile(a, '/good.txt', 'good');
     await a.engine.publishNow();
     const [good] = archives(source);
-    write(a, '/late.txt', 'arrives late');
+    writeBoxFile(a, '/late.txt', 'arrives late');
     await a.engine.publishNow();
     const late = archives(source).find((n) => n !== good)!;
-    write(a, '/crc.txt', 'bad crc');
+    writeBoxFile(a, '/crc.txt', 'bad crc');
     await a.engine.publishNow();
     const crc = archives(source).find((n) => n !== good && n !== late)!;
     for (const n of [good!, late, crc]) for (const ext of ['.zip', '.idx']) copyFileSync(join(source, n + ext), join(dir, n + ext));
@@ -119,12 +93,12 @@ test('bad input: corrupt, truncated, half-written and oversized archives are ski
 
     const b = await openSyncBox(dir, { log: (m) => warnings.push(m) });
     try {
-      assert.equal(read(b, '/good.txt'), 'good');
-      assert.equal(exists(b, '/late.txt'), false);
-      assert.equal(exists(b, '/crc.txt'), false);
-      assert.equal(read(b, '/fine.txt'), 'fine');
-      assert.equal(exists(b, '/bomb.bin'), false);
-      assert.equal(read(b, '/dup.txt'), 'first');
+      assert.equal(readBoxFile(b, '/good.txt'), 'good');
+      assert.equal(boxPathExists(b, '/late.txt'), false);
+      assert.equal(boxPathExists(b, '/crc.txt'), false);
+      assert.equal(readBoxFile(b, '/fine.txt'), 'fine');
+      assert.equal(boxPathExists(b, '/bomb.bin'), false);
+      assert.equal(readBoxFile(b, '/dup.txt'), 'first');
       const text = warnings.join('\n');
       for (const name of [`${late}.idx`, `${crc}.idx`, `${'ab'.repeat(16)}.idx`, `${'cd'.repeat(16)}.idx`, 'garbage.zip']) {
         assert.ok(text.includes(name), `a warning names ${name}:\n${text}`);
@@ -135,8 +109,8 @@ test('bad input: corrupt, truncated, half-written and oversized archives are ski
       // The transfer finishes: the archive is picked up at the next scan; nothing imported is lost.
       copyFileSync(join(source, `${late}.zip`), join(dir, `${late}.zip`));
       await b.engine.importNow();
-      assert.equal(read(b, '/late.txt'), 'arrives late');
-      assert.equal(read(b, '/good.txt'), 'good');
+      assert.equal(readBoxFile(b, '/late.txt'), 'arrives late');
+      assert.equal(readBoxFile(b, '/good.txt'), 'good');
     } finally {
       await b.cleanup();
     }
@@ -189,7 +163,7 @@ test('kill -9 after the idx but before the catalog: the restarted store adopts i
     await restartStore(dir, storeDir);
     const reader = await openSyncBox(dir);
     try {
-      assert.equal(read(reader, '/victim.txt'), 'first');
+      assert.equal(readBoxFile(reader, '/victim.txt'), 'first');
       assert.deepEqual(reader.fs.readdir(1).map((e) => e.name), ['victim.txt']);
     } finally {
       await reader.cleanup();
@@ -226,7 +200,7 @@ test('kill -9 of a publisher between zip and idx: nobody imports a partial archi
   assert.equal(files.filter((f) => /^[0-9a-f]{32}\.zip$/.test(f)).length, 1, `a pending zip: ${files.join(' ')}`);
   const reader = await openSyncBox(dir);
   try {
-    assert.equal(exists(reader, '/victim.txt'), false);
+    assert.equal(boxPathExists(reader, '/victim.txt'), false);
     const { Store } = await import('../src/inode/store.js');
     const { FileSystem } = await import('../src/inode/fs.js');
     const { SyncEngine } = await import('../src/sync/engine.js');
@@ -237,7 +211,7 @@ test('kill -9 of a publisher between zip and idx: nobody imports a partial archi
     await fs.close();
     await store.close();
     await reader.engine.importNow();
-    assert.equal(read(reader, '/victim.txt'), 'survives the crash');
+    assert.equal(readBoxFile(reader, '/victim.txt'), 'survives the crash');
   } finally {
     await reader.cleanup();
     rmSync(storeDir, { recursive: true, force: true });
@@ -265,17 +239,17 @@ test('plain zips made by Info-ZIP mount as a newest-wins union; a write shadows 
   runTool('zip', ['-qry', join(dir, 'two.zip'), '.'], { cwd: join(work, 'two') });
   const box = await openSyncBox(dir);
   try {
-    assert.equal(read(box, '/shared.txt'), 'new');
-    assert.equal(read(box, '/nested/deep/one.txt'), 'one');
-    assert.equal(read(box, '/two.txt'), 'two');
+    assert.equal(readBoxFile(box, '/shared.txt'), 'new');
+    assert.equal(readBoxFile(box, '/nested/deep/one.txt'), 'one');
+    assert.equal(readBoxFile(box, '/two.txt'), 'two');
     assert.equal(box.fs.readdir(box.fs.resolve('/empty')).length, 0);
     assert.equal(box.fs.readlink(box.fs.resolve('/link')), 'nested/deep/one.txt');
-    write(box, '/shared.txt', 'NEW');
+    writeBoxFile(box, '/shared.txt', 'NEW');
     await box.engine.publishNow();
     const peer = await openSyncBox(dir);
     try {
-      assert.equal(read(peer, '/shared.txt'), 'NEW');
-      assert.equal(read(peer, '/two.txt'), 'two');
+      assert.equal(readBoxFile(peer, '/shared.txt'), 'NEW');
+      assert.equal(readBoxFile(peer, '/two.txt'), 'two');
     } finally {
       await peer.cleanup();
     }

@@ -8,35 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCtx } from '../src/inode/types.js';
-import { openSyncBox, tempDir, type SyncBox } from './fixtures.js';
+import { openSyncBox, tempDir, type SyncBox, writeBoxFile, readBoxFile, boxPathExists } from './fixtures.js';
 
-function write(box: SyncBox, path: string, data: Buffer | string, offset = 0): void {
-  const fs = box.fs;
-  let ino: number;
-  try {
-    ino = fs.resolve(path);
-  } catch {
-    const { parent, name } = fs.resolveParent(path);
-    ino = fs.mknod(rootCtx, parent, name, 0o100644).ino;
-  }
-  const fh = fs.open(ino);
-  fs.write(rootCtx, ino, offset, Buffer.from(data));
-  fs.release(fh);
-}
 
-function read(box: SyncBox, path: string): string {
-  const ino = box.fs.resolve(path);
-  return box.fs.read(ino, 0, box.fs.getattr(ino).size).toString();
-}
 
-function exists(box: SyncBox, path: string): boolean {
-  try {
-    box.fs.resolve(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function syncDirBytes(dir: string, names?: Set<string>): number {
   let total = 0;
@@ -51,40 +26,40 @@ test('a file written in A is readable in B, and deletes, renames, chmod, mkdir, 
   try {
     const root = 1;
     a.fs.mkdir(rootCtx, root, 'docs', 0o750);
-    write(a, '/docs/hello.txt', 'hello world');
+    writeBoxFile(a, '/docs/hello.txt', 'hello world');
     a.fs.symlink(rootCtx, root, 'link', 'docs/hello.txt');
     a.fs.setxattr(a.fs.resolve('/docs/hello.txt'), 'user.color', Buffer.from('blue'), 0);
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(read(b, '/docs/hello.txt'), 'hello world');
+    assert.equal(readBoxFile(b, '/docs/hello.txt'), 'hello world');
     assert.equal(b.fs.getattr(b.fs.resolve('/docs')).mode & 0o7777, 0o750);
     assert.equal(b.fs.readlink(b.fs.resolve('/link')), 'docs/hello.txt');
     assert.equal(b.fs.getxattr(b.fs.resolve('/docs/hello.txt'), 'user.color').toString(), 'blue');
 
-    write(b, '/docs/hello.txt', 'HELLO');
+    writeBoxFile(b, '/docs/hello.txt', 'HELLO');
     b.fs.chmod(rootCtx, b.fs.resolve('/docs/hello.txt'), 0o600);
     await b.engine.publishNow();
     await a.engine.importNow();
-    assert.equal(read(a, '/docs/hello.txt'), 'HELLO world');
+    assert.equal(readBoxFile(a, '/docs/hello.txt'), 'HELLO world');
     assert.equal(a.fs.getattr(a.fs.resolve('/docs/hello.txt')).mode & 0o7777, 0o600);
 
     a.fs.rename(rootCtx, a.fs.resolve('/docs'), 'hello.txt', root, 'moved.txt');
     a.fs.unlink(rootCtx, root, 'link');
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(exists(b, '/docs/hello.txt'), false);
-    assert.equal(exists(b, '/link'), false);
-    assert.equal(read(b, '/moved.txt'), 'HELLO world');
+    assert.equal(boxPathExists(b, '/docs/hello.txt'), false);
+    assert.equal(boxPathExists(b, '/link'), false);
+    assert.equal(readBoxFile(b, '/moved.txt'), 'HELLO world');
 
     a.fs.rename(rootCtx, root, 'docs', root, 'papers');
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(exists(b, '/docs'), false);
-    assert.equal(exists(b, '/papers'), true);
+    assert.equal(boxPathExists(b, '/docs'), false);
+    assert.equal(boxPathExists(b, '/papers'), true);
     a.fs.rmdir(rootCtx, root, 'papers');
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(exists(b, '/papers'), false);
+    assert.equal(boxPathExists(b, '/papers'), false);
   } finally {
     await a.cleanup();
     await b.cleanup();
@@ -111,7 +86,7 @@ test('deltas: a 4 KiB write into a large file, a rename and identical files ship
     const before = new Set(readdirSync(dir));
 
     const edit4k = randomBytes(4096);
-    write(a, '/big', edit4k, 128 * 1024 * 1024 + 8192);
+    writeBoxFile(a, '/big', edit4k, 128 * 1024 * 1024 + 8192);
     const edit = await a.engine.publishNow();
     const editBytes = syncDirBytes(dir, before);
     assert.equal(edit.archives.length, 1);
@@ -133,11 +108,11 @@ test('deltas: a 4 KiB write into a large file, a rename and identical files ship
     const beforeCopy = new Set(readdirSync(dir));
     const same = Buffer.alloc(64 * 1024);
     for (let i = 0; i < same.length; i += 4) same.writeUInt32LE(i * 2654435761 >>> 0, i);
-    write(a, '/one', same);
+    writeBoxFile(a, '/one', same);
     await a.engine.publishNow();
     const oneBytes = syncDirBytes(dir, beforeCopy);
     const beforeTwo = new Set(readdirSync(dir));
-    write(a, '/two', same);
+    writeBoxFile(a, '/two', same);
     await a.engine.publishNow();
     const twoBytes = syncDirBytes(dir, beforeTwo);
     assert.ok(twoBytes < oneBytes / 4, `identical file published ${twoBytes} bytes, the first ${oneBytes}`);
@@ -152,14 +127,14 @@ test('conflicts: concurrent edits keep both (higher stamp keeps the name), delet
   const a = await openSyncBox(dir);
   const b = await openSyncBox(dir);
   try {
-    write(a, '/report.txt', 'base');
-    write(a, '/gone.txt', 'keep me');
+    writeBoxFile(a, '/report.txt', 'base');
+    writeBoxFile(a, '/gone.txt', 'keep me');
     await a.engine.publishNow();
     await b.engine.importNow();
-    write(a, '/report.txt', 'from A');
-    write(b, '/report.txt', 'from B');
+    writeBoxFile(a, '/report.txt', 'from A');
+    writeBoxFile(b, '/report.txt', 'from B');
     b.fs.unlink(rootCtx, 1, 'gone.txt');
-    write(a, '/gone.txt', 'edited!');
+    writeBoxFile(a, '/gone.txt', 'edited!');
     await a.engine.publishNow();
     await b.engine.publishNow();
     await a.engine.importNow();
@@ -171,17 +146,17 @@ test('conflicts: concurrent edits keep both (higher stamp keeps the name), delet
     assert.match(copies[0]!, /^report\.sync-conflict-\d{8}-\d{6}-[0-9a-f]{8}\.txt$/);
     assert.ok(copies[0]!.endsWith(`-${a.boxid.slice(0, 8)}.txt`), `the copy names A's machine boxid: ${copies[0]!}`);
     // B published later, so its stamp is higher: B's content keeps the name on both boxes.
-    assert.equal(read(a, '/report.txt'), 'from B');
-    assert.equal(read(b, '/report.txt'), 'from B');
-    assert.equal(read(a, `/${copies[0]!}`), 'from A');
-    assert.equal(read(b, '/gone.txt'), 'edited!');
-    assert.equal(read(a, '/gone.txt'), 'edited!');
+    assert.equal(readBoxFile(a, '/report.txt'), 'from B');
+    assert.equal(readBoxFile(b, '/report.txt'), 'from B');
+    assert.equal(readBoxFile(a, `/${copies[0]!}`), 'from A');
+    assert.equal(readBoxFile(b, '/gone.txt'), 'edited!');
+    assert.equal(readBoxFile(a, '/gone.txt'), 'edited!');
     // Deleting the conflict copy resolves the conflict on every peer.
     a.fs.unlink(rootCtx, 1, copies[0]!);
     await a.engine.publishNow();
     await b.engine.importNow();
     assert.deepEqual(names(b).filter((n) => n.includes('sync-conflict')), []);
-    assert.equal(read(b, '/report.txt'), 'from B');
+    assert.equal(readBoxFile(b, '/report.txt'), 'from B');
   } finally {
     await a.cleanup();
     await b.cleanup();
@@ -193,14 +168,14 @@ test('a restart republishes what was never published; own archives are not re-im
   const a = await openSyncBox(dir);
   const b = await openSyncBox(dir);
   try {
-    write(a, '/pending.txt', 'not yet published');
+    writeBoxFile(a, '/pending.txt', 'not yet published');
     await a.fs.fsync();
     await a.crashAndReopen();
     assert.equal(readdirSync(dir).filter((f) => f.endsWith('.idx')).length, 1, 'start republished the outbox');
     const again = await a.engine.importNow();
     assert.deepEqual(again.imported, []);
     await b.engine.importNow();
-    assert.equal(read(b, '/pending.txt'), 'not yet published');
+    assert.equal(readBoxFile(b, '/pending.txt'), 'not yet published');
   } finally {
     await a.cleanup();
     await b.cleanup();
@@ -215,14 +190,14 @@ test('renaming a directory that only exists implicitly on this box moves its fil
     // B creates the file without publishing a version of the directory itself (a fresh box sees
     // the directory only implied by the file below it when A's version of it is unknown).
     b.fs.mkdir(rootCtx, 1, 'implied', 0o755);
-    write(b, '/implied/x.txt', 'x');
+    writeBoxFile(b, '/implied/x.txt', 'x');
     await b.engine.publishNow();
     await a.engine.importNow();
     a.fs.rename(rootCtx, 1, 'implied', 1, 'moved');
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(exists(b, '/implied/x.txt'), false);
-    assert.equal(read(b, '/moved/x.txt'), 'x');
+    assert.equal(boxPathExists(b, '/implied/x.txt'), false);
+    assert.equal(readBoxFile(b, '/moved/x.txt'), 'x');
   } finally {
     await a.cleanup();
     await b.cleanup();
@@ -235,8 +210,8 @@ test('two stores of one machine (same boxid) never mint equal stamps: concurrent
   const a = await openSyncBox(dir, { boxid });
   const b = await openSyncBox(dir, { boxid });
   try {
-    write(a, '/same.txt', 'from store A');
-    write(b, '/same.txt', 'from store B');
+    writeBoxFile(a, '/same.txt', 'from store A');
+    writeBoxFile(b, '/same.txt', 'from store B');
     await a.engine.publishNow();
     await b.engine.publishNow();
     await a.engine.importNow();
