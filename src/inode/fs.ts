@@ -50,6 +50,8 @@ export class FileSystem {
   /** Latest attributes of files with writes not yet committed (size, times, mode). */
   private readonly pending = new Map<number, InodeRecord>();
   private readonly openCounts = new Map<number, number>();
+  /** When each open file was last written (cleared by fsync and by its last release). */
+  private readonly lastWriteMs = new Map<number, number>();
   private readonly handles = new Map<number, number>();
   private handleNext = 1;
   private timer: NodeJS.Timeout | undefined;
@@ -443,6 +445,7 @@ export class FileSystem {
       return;
     }
     this.openCounts.delete(ino);
+    this.lastWriteMs.delete(ino);
     if (this.readOnly) return;
     const rec = this.inodeOrUndefined(ino);
     if (rec !== undefined && rec.nlink === 0) this.commit(() => this.freeInode(ino));
@@ -489,6 +492,7 @@ export class FileSystem {
     }
     if (end > rec.size) rec.size = end;
     rec.mtimeNs = rec.ctimeNs = nowNs();
+    if (this.openCounts.has(ino)) this.lastWriteMs.set(ino, Date.now());
     if (ctx.uid !== 0) rec.mode = clearSetId(rec.mode);
     if (this.cache.underPressure()) this.writeBackAll();
     this.cache.evictClean();
@@ -546,8 +550,13 @@ export class FileSystem {
   /** Makes file `ino` (or everything, without `ino`) durable: data first, then metadata. */
   async fsync(ino?: number): Promise<void> {
     if (this.readOnly) return;
-    if (ino === undefined) this.writeBackAll();
-    else this.flushFile(ino);
+    if (ino === undefined) {
+      this.writeBackAll();
+      this.lastWriteMs.clear();
+    } else {
+      this.flushFile(ino);
+      this.lastWriteMs.delete(ino);
+    }
     this.store.log.sync();
     await this.store.btree.sync();
     this.changedSinceSync = false;
@@ -559,6 +568,12 @@ export class FileSystem {
     this.timer = undefined;
     await this.cleanPass;
     await this.fsync();
+  }
+
+  /** True while `ino` is open and was written within the last `withinMs`, and not fsynced since. */
+  beingWritten(ino: number, withinMs: number): boolean {
+    const at = this.lastWriteMs.get(ino);
+    return at !== undefined && Date.now() - at < withinMs;
   }
 
   /** Drops clean cached blocks of `ino` and bumps nothing else (another version arrived). */

@@ -118,6 +118,11 @@ export class SyncPort {
 
   // ---------------------------------------------------------------- outbox
 
+  /** True while the file is open and being written (written within `withinMs`, not fsynced since). */
+  beingWritten(ino: number, withinMs: number): boolean {
+    return this.fs.beingWritten(ino, withinMs);
+  }
+
   /** Writes back every dirty file, so the outbox and the block maps are current. */
   writeBackAll(): void {
     this.fs.writeBackAll();

@@ -42,6 +42,10 @@ import { blockIdOf } from './block-id.js';
 
 /** Default group-commit delay. */
 export const publishDelayMsDefault = 300;
+/** A file written within this long, still open and not fsynced, counts as being written. */
+const writingQuietMs = 2000;
+/** Longest a file being written waits before it is published anyway. */
+const deferMaxMs = 30_000;
 /** Default fallback rescan period (inotify is the fast path). */
 export const rescanMsDefault = 2000;
 /** Versions per archive and new blocks per archive before the publisher starts another archive. */
@@ -153,6 +157,8 @@ export class SyncEngine {
   private readonly compressionLevel: number;
   private queue: Promise<unknown> = Promise.resolve();
   private publishTimer: NodeJS.Timeout | undefined;
+  /** When each outbox inode that is still being written was first held back. */
+  private readonly deferredSince = new Map<number, number>();
   private importTimer: NodeJS.Timeout | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private watcher: FSWatcher | undefined;
@@ -206,7 +212,7 @@ export class SyncEngine {
     if (this.publishTimer !== undefined || this.stopped) return;
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
-      void this.publishNow().catch((e: unknown) => {
+      void this.enqueue(() => this.publish(false)).catch((e: unknown) => {
         this.log(`publish failed (will retry): ${String(e)}`);
         this.publishSoon();
       });
@@ -231,7 +237,7 @@ export class SyncEngine {
 
   /** Publishes every unpublished change now. */
   publishNow(): Promise<PublishReport> {
-    return this.enqueue(() => this.publish());
+    return this.enqueue(() => this.publish(true));
   }
 
   /** Imports every new complete archive now. */
@@ -245,7 +251,7 @@ export class SyncEngine {
     for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
-    await this.enqueue(() => this.publish());
+    await this.enqueue(() => this.publish(true));
     await this.queue;
     this.reader.close();
     this.plain.close();
@@ -275,9 +281,9 @@ export class SyncEngine {
     return { counter, boxid: this.replicaId };
   }
 
-  private async publish(): Promise<PublishReport> {
+  private async publish(all: boolean): Promise<PublishReport> {
     this.port.writeBackAll();
-    const rows = this.port.outbox();
+    const rows = this.publishableRows(all);
     if (rows.length === 0) return { archives: [], versionCount: 0, blockCount: 0 };
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
@@ -300,6 +306,30 @@ export class SyncEngine {
     for (const p of this.reconciler.takeDeferred()) paths.add(p);
     this.reconciler.reconcile(paths);
     return { archives, versionCount: drafts.length, blockCount };
+  }
+
+  /**
+   * The outbox rows to publish now. A file still being written (open, written within
+   * writingQuietMs, not fsynced since) waits, so a long write is published once, after close or
+   * fsync, instead of being re-walked every publishDelayMs; it waits at most deferMaxMs, so a
+   * file that is never closed is still published. Waiting rows schedule another publish.
+   */
+  private publishableRows(all: boolean): { ino: number; sequence: number }[] {
+    const now = Date.now();
+    const rows = this.port.outbox();
+    const ready = rows.filter((row) => {
+      if (all || !this.port.beingWritten(row.ino, writingQuietMs)) {
+        this.deferredSince.delete(row.ino);
+        return true;
+      }
+      const since = this.deferredSince.get(row.ino) ?? now;
+      this.deferredSince.set(row.ino, since);
+      if (now - since < deferMaxMs) return false;
+      this.deferredSince.delete(row.ino);
+      return true;
+    });
+    if (ready.length < rows.length) this.publishSoon();
+    return ready;
   }
 
   /** Splits drafts into archives under the soft limits; the blocks each must carry. */
@@ -559,7 +589,7 @@ export class SyncEngine {
     // outbox published below builds on them instead of conflicting with itself.
     const isOwn = (a: CompleteArchive): boolean => a.idx!.versions.length > 0 && a.idx!.versions.every((v) => v.stamp.boxid === this.replicaId);
     const own = this.importArchives(fresh.filter(isOwn), touched);
-    if (this.port.outboxCount() > 0) await this.publish();
+    if (this.port.outboxCount() > 0) await this.publish(false);
     const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched);
     for (const a of foreign.waiting) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
     this.reconciler.reconcile(touched);
