@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { copyFileSync, existsSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { rootCtx } from '../src/inode/types.js';
@@ -183,6 +183,7 @@ test('convergence: random operations and archive exchanges in any order leave ev
         if (trees[0]!.some((line) => line.includes(".sync-conflict-"))) conflictRuns++;
       } finally {
         for (const box of boxes) await box.cleanup();
+        for (const d of dirsOf) rmSync(d, { recursive: true, force: true });
       }
     }),
     { numRuns: Number(process.env['ZIPPY_CONVERGENCE_RUNS'] ?? 100), ...(process.env['ZIPPY_SEED'] === undefined ? {} : { seed: Number(process.env['ZIPPY_SEED']) }) },
