@@ -574,12 +574,13 @@ export interface SyncBox {
 }
 
 /** An in-process peer on `syncDir`: its own store and boxid; no watching unless asked. */
-export async function openSyncBox(syncDir: string, options: { boxid?: string; publishDelayMs?: number; watch?: boolean; log?: (m: string) => void } = {}): Promise<SyncBox> {
+export async function openSyncBox(syncDir: string, options: { boxid?: string; publishDelayMs?: number; watch?: boolean; log?: (m: string) => void; configDir?: string } = {}): Promise<SyncBox> {
   const t = openTestFs();
   const boxid = options.boxid ?? randomBytes(16).toString('hex');
   const syncOptions = {
     syncDir, boxid, publishDelayMs: options.publishDelayMs ?? 60_000, watch: options.watch ?? false,
     log: options.log ?? ((): void => undefined),
+    ...(options.configDir === undefined ? {} : { configDir: options.configDir }),
   };
   let engine = await SyncEngine.start(t.fs, syncOptions);
   const box: SyncBox = {

@@ -6,6 +6,7 @@
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FsError } from '../errors.js';
+import { SealedReaderSync } from './crypto/envelope.js';
 import type { BlockPointer } from '../inode/sync-port.js';
 import { archivePaths } from './archive-store.js';
 import type { SyncState } from './state.js';
@@ -14,8 +15,11 @@ import { decodeBlockEntry } from './zipfile.js';
 
 export class ArchiveBlockReader {
   private readonly zipFds = new Map<number, { fd: number; path: string }>();
+  private readonly sealed = new Map<number, SealedReaderSync>();
 
-  constructor(private readonly syncDir: string, private readonly state: SyncState) {}
+  /** `keys` gives the key generations of an encrypted sync dir (its zips are sealed), undefined for a plain one. */
+  constructor(private readonly syncDir: string, private readonly state: SyncState,
+    private readonly keys: () => ReadonlyMap<string, Uint8Array> | undefined = () => undefined) {}
 
 
   /** One block's bytes (exactly the pointer's length); EIO or BAD_ARCHIVE when it cannot be read intact. */
@@ -24,6 +28,8 @@ export class ArchiveBlockReader {
     if (stored === undefined) {
       throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
     }
+    const keys = this.keys();
+    if (keys !== undefined) return this.sealedReader(stored.archive, keys).readBlock(stored.location);
     const zip = this.zipFd(stored.archive);
     const span = Buffer.alloc(blockEntrySpanBytes(stored.location.storedSizeBytes));
     let done = 0;
@@ -50,7 +56,19 @@ export class ArchiveBlockReader {
     return entry;
   }
 
+  private sealedReader(archive: number, keys: ReadonlyMap<string, Uint8Array>): SealedReaderSync {
+    let reader = this.sealed.get(archive);
+    if (reader !== undefined) return reader;
+    const rec = this.state.archive(archive);
+    if (rec === undefined) throw new FsError('CORRUPT', `archive number ${archive} is not in the catalog`);
+    reader = SealedReaderSync.open(archivePaths(this.syncDir, rec.name).zipPath, { keys, archiveName: rec.name, kind: 'zip', syncDir: this.syncDir });
+    this.sealed.set(archive, reader);
+    return reader;
+  }
+
   close(): void {
+    for (const reader of this.sealed.values()) reader.close();
+    this.sealed.clear();
     for (const { fd } of this.zipFds.values()) closeSync(fd);
     this.zipFds.clear();
   }

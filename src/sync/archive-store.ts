@@ -51,6 +51,8 @@ export type WriteArchiveInput = ZipSource & {
    * the idx.
    */
   readonly idx: Idx | ((zipSizeBytes: number) => Idx);
+  /** Encrypted sync dirs: turns the checked idx bytes into the bytes written (sealed). */
+  readonly sealIdx?: (idxBytes: Uint8Array) => Uint8Array;
 };
 
 export interface WrittenArchive {
@@ -151,7 +153,8 @@ export async function writeArchive(syncDir: string, input: WriteArchiveInput): P
   try {
     const zipSizeBytes = await placeZip(syncDir, zipPath, input, created);
     const idx = typeof input.idx === 'function' ? input.idx(zipSizeBytes) : input.idx;
-    const idxBytes = encodeCommittedIdx(name, idx, zipSizeBytes);
+    const plainIdxBytes = encodeCommittedIdx(name, idx, zipSizeBytes);
+    const idxBytes = input.sealIdx === undefined ? plainIdxBytes : input.sealIdx(plainIdxBytes);
     const tempIdxPath = join(syncDir, newTempName('idx'));
     created.push(tempIdxPath);
     await writeNewFileDurably(tempIdxPath, idxBytes);
@@ -171,9 +174,11 @@ export async function writeArchive(syncDir: string, input: WriteArchiveInput): P
  * too large or too small (checked before reading), fails to decode, or when its header names a
  * different archive than its file name.
  */
-export async function readIdx(idxPath: string): Promise<Idx> {
-  let bytes: Buffer;
-  try {
+export async function readIdx(idxPath: string, readBytes?: IdxBytesReader): Promise<Idx> {
+  let bytes: Uint8Array;
+  if (readBytes !== undefined) {
+    bytes = await readBytes(idxPath, basename(idxPath, idxSuffix));
+  } else try {
     const handle = await open(idxPath, 'r');
     try {
       const sizeBytes = (await handle.stat()).size;
@@ -204,6 +209,12 @@ export async function readIdx(idxPath: string): Promise<Idx> {
 
 // ---------------------------------------------------------------------------------------------
 // Scanning
+
+/**
+ * Reads an idx file's (plaintext) bytes: encrypted sync dirs open the sealed idx here. Throws
+ * FsError (BAD_KEY, BAD_ARCHIVE) naming the file; the scan reports the archive as incomplete.
+ */
+export type IdxBytesReader = (idxPath: string, name: string) => Promise<Uint8Array>;
 
 export interface CompleteArchive {
   readonly name: string;
@@ -264,6 +275,8 @@ export interface ScanOptions {
    * (the importer's remount path: 10,000 known archives cost one readdir).
    */
   readonly skipKnown?: boolean;
+  /** How to read idx bytes (encrypted sync dirs); default: the file as it is. */
+  readonly readIdxBytes?: IdxBytesReader;
 }
 
 interface Listing {
@@ -337,7 +350,7 @@ async function classifyArchive(syncDir: string, name: string, zipListed: boolean
   }
   let idx: Idx;
   try {
-    idx = await readIdx(idxPath);
+    idx = await readIdx(idxPath, options.readIdxBytes);
   } catch (e) {
     if (!isFsError(e)) throw e;
     return { name, idxPath, reason: 'bad-idx', message: e.message };

@@ -30,15 +30,16 @@ import type { FileSystem } from '../inode/fs.js';
 import { SyncPort, type BlockPointer, type PortNode } from '../inode/sync-port.js';
 import { scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
 import { type BlockRun, blockRunsFromIds, blockSlotCount, type FileVersion, type Idx, resolveBlockList, type Stamp } from './idx.js';
-import { archiveBlockCountMax, blockIdBytes } from './limits.js';
+import { archiveBlockCountMax, blockIdBytes, idxSizeMaxBytes } from './limits.js';
 import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { SyncState, type Identity } from './state.js';
-import { writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
+import { writeBlockZip, writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
 import { PlainUnion } from './plain.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
-import { blockIdOf } from './block-id.js';
+import { blockIdOf, plainBlockIdKey } from './block-id.js';
+import { type Keyring, SealedReaderSync, defaultConfigDir, loadKeyring, readSealedFile, sealFile, writeSealedFile } from './crypto/index.js';
 
 /** Default group-commit delay. */
 export const publishDelayMsDefault = 300;
@@ -62,7 +63,12 @@ export interface SyncOptions {
   readonly rescanMs?: number;
   readonly compressionLevel?: number;
   readonly log?: (message: string) => void;
+  /** The zippy-fs config directory holding this machine's key pair (encrypted sync dirs); default defaultConfigDir(). */
+  readonly configDir?: string;
 }
+
+/** The keys of the sync dir as last loaded: plain, encrypted with keys, or encrypted without a usable key. */
+type KeyState = { readonly kind: 'plain' } | { readonly kind: 'keys'; readonly keyring: Keyring } | { readonly kind: 'no-key'; readonly error: FsError };
 
 export interface PublishReport {
   readonly archives: readonly { name: string; zipSizeBytes: number; idxSizeBytes: number }[];
@@ -168,6 +174,8 @@ export class SyncEngine {
   private stopped = false;
   private readonly signalDaemon: boolean;
   readonly plain: PlainUnion;
+  private readonly configDir: string;
+  private keyState: KeyState = { kind: 'plain' };
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -181,7 +189,9 @@ export class SyncEngine {
     const storeId = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
-    this.reader = new ArchiveBlockReader(this.syncDir, this.state);
+    this.configDir = options.configDir ?? defaultConfigDir();
+    this.reader = new ArchiveBlockReader(this.syncDir, this.state,
+      () => (this.keyState.kind === 'keys' ? this.keyState.keyring.keys : this.keyState.kind === 'no-key' ? new Map() : undefined));
     this.reconciler = new Reconciler(this.port, this.state, this.plain, this.log);
     this.port.setExternalBlockReader({ readBlock: (ptr, ino, blockIndex) => this.reader.readBlock(ptr, ino, blockIndex) });
     this.port.onOutbox(() => this.publishSoon());
@@ -190,6 +200,7 @@ export class SyncEngine {
   /** Starts sync for `fs`: imports what is new in the sync dir, republishes a leftover outbox, then watches. */
   static async start(fs: FileSystem, options: SyncOptions): Promise<SyncEngine> {
     const engine = new SyncEngine(fs, options);
+    engine.loadKeys();
     await engine.importNow();
     if (engine.port.outboxCount() > 0) await engine.publishNow();
     if (options.watch === true) engine.startWatching(options.rescanMs ?? rescanMsDefault);
@@ -267,6 +278,26 @@ export class SyncEngine {
     this.reader.close();
   }
 
+  /**
+   * (Re)loads the keys of the sync dir (at start, and before each publish and import, so a grant
+   * or a revoke in keys/ takes effect without a remount). An encrypted dir this machine holds no
+   * key for is warned about once and then leaves every archive out; it never falls back to plain.
+   */
+  private loadKeys(): void {
+    try {
+      const keyring = loadKeyring(this.syncDir, this.configDir);
+      this.keyState = keyring.encrypted ? { kind: 'keys', keyring } : { kind: 'plain' };
+    } catch (e) {
+      if (!isFsError(e, 'BAD_KEY')) throw e;
+      this.keyState = { kind: 'no-key', error: e };
+      this.warnOnce(`encrypted sync dir without a usable key, archives are left out: ${e.message}`);
+    }
+  }
+
+  private get blockIdKey(): Buffer {
+    return this.keyState.kind === 'keys' ? this.keyState.keyring.blockIdKey : plainBlockIdKey;
+  }
+
   private warnOnce(message: string): void {
     if (this.warned.has(message)) return;
     this.warned.add(message);
@@ -285,6 +316,9 @@ export class SyncEngine {
     this.port.writeBackAll();
     const rows = this.publishableRows(all);
     if (rows.length === 0) return { archives: [], versionCount: 0, blockCount: 0 };
+    this.loadKeys();
+    // Never publish plaintext into an encrypted dir: the outbox waits until this machine has a key.
+    if (this.keyState.kind === 'no-key') throw this.keyState.error;
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
@@ -381,16 +415,23 @@ export class SyncEngine {
       }
     };
     let locations: BlockLocation[] = [];
+    const keyring = this.keyState.kind === 'keys' ? this.keyState.keyring : undefined;
+    const seal = keyring === undefined ? undefined
+      : { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId, archiveName: name };
     const written = await writeArchive(this.syncDir, {
       name,
       writeZip: async (tempPath) => {
-        locations = (await writeBlockZipFile(tempPath, payloads(), { compressionLevel: this.compressionLevel })).locations;
+        const options = { compressionLevel: this.compressionLevel };
+        locations = seal === undefined
+          ? (await writeBlockZipFile(tempPath, payloads(), options)).locations
+          : (await writeSealedFile(tempPath, { ...seal, kind: 'zip' }, (sink) => writeBlockZip(payloads(), sink, options))).result.locations;
       },
+      ...(seal === undefined ? {} : { sealIdx: (idxBytes: Uint8Array) => sealFile(idxBytes, { ...seal, kind: 'idx' }) }),
       idx: (zipSizeBytes): Idx => {
         // Crash-test hook: a real kill -9 between the durable zip and the idx (the commit point).
         if (process.env['ZIPPY_TEST_KILL_BEFORE_IDX'] === '1') process.kill(process.pid, 'SIGKILL');
         return {
-        header: { archiveName: name, writerBoxid: this.boxid, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: false, zipSizeBytes },
+        header: { archiveName: name, writerBoxid: this.boxid, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: seal !== undefined, zipSizeBytes },
         versions: drafts.map((d) => d.version),
         blocks: locations,
         };
@@ -566,7 +607,7 @@ export class SyncEngine {
       if (blockIndex >= slots) continue;
       let id = pointer.blockId;
       if (id.every((b) => b === 0)) {
-        id = blockIdOf(this.port.readStoredBlock(node.ino, blockIndex, pointer));
+        id = blockIdOf(this.port.readStoredBlock(node.ino, blockIndex, pointer), this.blockIdKey);
         remember.push({ blockIndex, pointer, blockId: id });
       }
       flat.set(id, blockIndex * blockIdBytes);
@@ -579,10 +620,14 @@ export class SyncEngine {
 
   private async import(): Promise<ImportReport> {
     const known = this.state.archiveNames();
-    const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true });
+    this.loadKeys();
+    const keys = this.keyState.kind === 'keys' ? this.keyState.keyring.keys : this.keyState.kind === 'no-key' ? new Map<string, Buffer>() : undefined;
+    const readIdxBytes = keys === undefined ? undefined
+      : (idxPath: string, name: string): Promise<Uint8Array> => readSealedFile(idxPath, { keys, archiveName: name, kind: 'idx', syncDir: this.syncDir }, idxSizeMaxBytes);
+    const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true, ...(readIdxBytes === undefined ? {} : { readIdxBytes }) });
     for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
     const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
-    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined && !this.sealed(a));
+    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined && !this.sealed(a, keys));
     if (fresh.length === 0 && plainPaths.size === 0) return { imported: [], waiting: [] };
     const touched = new Set<string>(plainPaths);
     // Our own archives that a killed publisher committed but never recorded come first, so the
@@ -645,11 +690,35 @@ export class SyncEngine {
     this.state.setIdentities(ino, [...kept, { path: v.path, stamp: v.stamp }]);
   }
 
-  /** Sealed archives need the filesystem key, which this build does not handle yet: skipped with a warning. */
-  private sealed(archive: CompleteArchive): boolean {
-    if (archive.idx?.header.encrypted !== true) return false;
-    this.warnOnce(`skipping encrypted archive ${archive.idxPath}: this mount has no key for sealed archives`);
-    return true;
+  /**
+   * True when an archive must be left out (warned, retried at the next import): in a plain dir a
+   * sealed archive (no keys there); in an encrypted dir one whose idx header is not marked
+   * encrypted, or whose zip does not authenticate whole (so it is rejected whole, before any of
+   * it is applied, rather than failing block by block later).
+   */
+  private sealed(archive: CompleteArchive, keys: ReadonlyMap<string, Uint8Array> | undefined): boolean {
+    const encrypted = archive.idx?.header.encrypted === true;
+    if (keys === undefined) {
+      if (encrypted) this.warnOnce(`skipping encrypted archive ${archive.idxPath}: the sync dir is not encrypted (no keys/fs.json)`);
+      return encrypted;
+    }
+    if (!encrypted) {
+      this.warnOnce(`skipping archive (will retry): ${archive.idxPath}: its idx is not marked encrypted in an encrypted sync dir`);
+      return true;
+    }
+    try {
+      const reader = SealedReaderSync.open(archive.zipPath, { keys, archiveName: archive.name, kind: 'zip', syncDir: this.syncDir });
+      try {
+        reader.verifyAll();
+      } finally {
+        reader.close();
+      }
+    } catch (e) {
+      if (!isFsError(e)) throw e;
+      this.warnOnce(`skipping archive (will retry): ${e.message}`);
+      return true;
+    }
+    return false;
   }
 
   /** Flat lists of every version of an archive, or undefined while a source version or block is missing. */

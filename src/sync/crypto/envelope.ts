@@ -40,6 +40,7 @@
  * truncated file fails at open) and every chunk it returns bytes from.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { FsError } from '../../errors.js';
 import { isArchiveName } from '../names.js';
@@ -564,6 +565,99 @@ export class SealedReader {
   async close(): Promise<void> {
     await this.handle.close();
   }
+}
+
+/**
+ * SealedReader with synchronous reads, for the inode layer's synchronous lazy block reads: the same
+ * checks (header, key, size, last chunk at open; every chunk a read covers), one chunk cached.
+ */
+export class SealedReaderSync {
+  private cached: { index: number; plain: Buffer } | undefined;
+
+  private constructor(readonly path: string, private readonly fd: number, private readonly cipher: ChunkCipher,
+    readonly plainSizeBytes: number, private readonly sealedSizeBytes: number) {}
+
+  static open(path: string, options: SealedReaderOptions): SealedReaderSync {
+    const place = options.place ?? path;
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (e) {
+      throw new FsError('BAD_ARCHIVE', `cannot open sealed file: ${e instanceof Error ? e.message : String(e)}`, place, { cause: e });
+    }
+    try {
+      const sizeBytes = fstatSync(fd).size;
+      const headerBytes = readExactlySync(fd, 0, Math.min(sizeBytes, envelopeHeaderSizeBytes), place);
+      const header = decodeEnvelopeHeader(headerBytes, options, place);
+      const key = keyForHeader(header, options, place);
+      const plainSizeBytes = plainSizeOfSealed(sizeBytes, place);
+      if (options.plainSizeBytes !== undefined && options.plainSizeBytes !== plainSizeBytes) {
+        throw new FsError('BAD_ARCHIVE', `carries ${plainSizeBytes} bytes, its idx records ${options.plainSizeBytes}`, place);
+      }
+      const reader = new SealedReaderSync(place, fd, new ChunkCipher(key, header), plainSizeBytes, sizeBytes);
+      reader.chunk(envelopeChunkCount(plainSizeBytes) - 1);
+      return reader;
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** `length` plaintext bytes from `offset`, authenticated. */
+  readAt(offset: number, length: number): Buffer {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.plainSizeBytes) {
+      throw new FsError('BAD_ARCHIVE', `read of ${length} bytes at ${offset} outside the ${this.plainSizeBytes} plaintext bytes`, this.path);
+    }
+    const out = Buffer.alloc(length);
+    let done = 0;
+    while (done < length) {
+      const position = offset + done;
+      const chunkIndex = Math.floor(position / envelopeChunkSizeBytes);
+      const chunk = this.chunk(chunkIndex);
+      const from = position - chunkIndex * envelopeChunkSizeBytes;
+      done += chunk.copy(out, done, from, Math.min(chunk.length, from + length - done));
+    }
+    return out;
+  }
+
+  /** One block of a sealed archive zip by its idx block-table location (as SealedReader.readBlock). */
+  readBlock(location: BlockLocation): Buffer {
+    checkBlockLocation(location, this.plainSizeBytes, 'BAD_ARCHIVE', this.path);
+    return decodeBlockEntry(this.readAt(location.headerOffset, blockEntrySpanBytes(location.storedSizeBytes)), location, this.path);
+  }
+
+  /** Authenticates every chunk (an import checks a whole archive before applying any of it). */
+  verifyAll(): void {
+    const chunkCount = envelopeChunkCount(this.plainSizeBytes);
+    for (let i = 0; i < chunkCount; i++) this.chunk(i);
+  }
+
+  private chunk(chunkIndex: number): Buffer {
+    if (this.cached?.index === chunkIndex) return this.cached.plain;
+    const chunkCount = envelopeChunkCount(this.plainSizeBytes);
+    const sealedChunkBytes = envelopeChunkSizeBytes + envelopeTagBytes;
+    const start = envelopeHeaderSizeBytes + chunkIndex * sealedChunkBytes;
+    const sealed = readExactlySync(this.fd, start, Math.min(sealedChunkBytes, this.sealedSizeBytes - start), this.path);
+    const plain = this.cipher.open(sealed, chunkIndex, chunkIndex === chunkCount - 1);
+    if (plain === undefined) throw authenticationFailure(chunkIndex, chunkCount, this.path);
+    this.cached = { index: chunkIndex, plain };
+    return plain;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+function readExactlySync(fd: number, offset: number, length: number, place: string): Buffer {
+  const buffer = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, buffer, done, length - done, offset + done);
+    if (n === 0) throw new FsError('BAD_ARCHIVE', `short read at offset ${offset + done}: file ends before ${offset + length}`, place);
+    done += n;
+  }
+  return buffer;
 }
 
 /** Offsets in the layout table add up to the header size (checked at load, like the other codecs). */

@@ -4,7 +4,7 @@
  */
 export {
   type EnvelopeHeader, type OpenOptions, type PlainSink, type SealOptions, type SealedKind, type SealedReaderOptions,
-  SealedReader, Sealer, decodeEnvelopeHeader, envelopeChunkCount, envelopeHeaderLayout, envelopeMagic, isKeyId, isSealed,
+  SealedReader, SealedReaderSync, Sealer, decodeEnvelopeHeader, envelopeChunkCount, envelopeHeaderLayout, envelopeMagic, isKeyId, isSealed,
   openSealed, plainSizeOfSealed, readSealedFile, sealFile, sealedSizeBytes, writeSealedFile,
 } from './envelope.js';
 export {
