@@ -42,6 +42,9 @@ export interface BlockRecordInput {
 }
 
 /** Options of SegmentLog.open. */
+/** Free disk space kept for metadata (LMDB) when data appends fill the disk. */
+export const spaceReserveBytes = 4 * 1024 * 1024;
+
 export interface SegmentLogOptions {
   /** Maximum size of a segment file; default limits.segmentSizeMaxBytesDefault (64 MiB). */
   readonly segmentSizeMaxBytes?: number | undefined;
@@ -133,6 +136,7 @@ export class SegmentLog {
   append(records: readonly BlockRecordInput[]): BlockLocation[] {
     this.assertWritable();
     for (const r of records) assertRecordInput(r);
+    this.assertSpaceLeft(records.reduce((sum, r) => sum + blockRecord.size(r.payload.length), 0));
     const before = this.allocator.mark();
     const created: number[] = [];
     const locations: BlockLocation[] = [];
@@ -214,6 +218,20 @@ export class SegmentLog {
       at += blockRecord.size(loc.lengthBytes);
     });
     return payloads;
+  }
+
+  /**
+   * Refuses (ENOSPC) an append that would leave less than spaceReserveBytes free on the disk.
+   * Data fails first, while metadata still has room: LMDB must never hit a full disk (after a
+   * failed page write the lmdb package's state is not to be trusted), and the commits that
+   * free space (unlink, truncate) must keep working, like ext4's reserved blocks.
+   */
+  private assertSpaceLeft(appendBytes: number): void {
+    const stats = fs.statfsSync(this.dir);
+    const freeBytes = stats.bavail * stats.bsize;
+    if (freeBytes - appendBytes < spaceReserveBytes) {
+      throw fsError('ENOSPC', `${freeBytes} bytes free, an append of ${appendBytes} bytes would leave less than the ${spaceReserveBytes}-byte reserve for metadata`, this.dir);
+    }
   }
 
   /** Returns the place string of errors about the record at `loc`: its file and offset. */
