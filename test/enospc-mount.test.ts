@@ -32,7 +32,7 @@ before(() => {
 after(async () => {
   await m?.cleanup();
   if (tmpfsDir !== undefined) {
-    spawnSync('umount', [tmpfsDir]);
+    spawnSync('umount', ['-l', tmpfsDir]);
     fs.rmSync(tmpfsDir, { recursive: true, force: true });
   }
 });
@@ -158,7 +158,7 @@ test('full disk: a metadata commit that cannot write its pages is ENOSPC, and th
     assert.deepEqual(problems.map((p) => `${p.code} ${p.place}: ${p.message}`), []);
     await store.close();
   } finally {
-    spawnSync('umount', [dir]);
+    spawnSync('umount', ['-l', dir]); // lazy: the lmdb package may still hold its files open
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
