@@ -49,7 +49,7 @@ export const metaKeys = {
 } as const;
 
 /** Current on-disk format version of the LMDB layout; stored under metaKeys.formatVersion. */
-export const btreeFormatVersion = 2;
+export const btreeFormatVersion = 1;
 
 const u64Bytes = 8;
 const u32Bytes = 4;

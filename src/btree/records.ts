@@ -20,9 +20,8 @@ export const inodeRecord = {
   mtimeOffset: 40, // i64
   ctimeOffset: 48, // i64
   generationOffset: 56, // u64: bumped when the sync layer replaces the content (cache invalidation)
-  blockCountOffset: 64, // u64: block map entries of the file (stored blocks; holes not counted)
-  fixedBytes: 72, // followed by the symlink target (utf8 bytes) for symlinks
-  version: 2,
+  fixedBytes: 64, // followed by the symlink target (utf8 bytes) for symlinks
+  version: 1,
 } as const;
 
 /** Attributes of one inode as stored. Times are ns since the epoch. */
@@ -37,8 +36,6 @@ export interface InodeRecord {
   mtimeNs: bigint;
   ctimeNs: bigint;
   generation: number;
-  /** Block map entries of the file: what st_blocks reports (× 8 sectors of 512 bytes). */
-  blockCount: number;
   /** Symlink target bytes; empty for other types. */
   target: Buffer;
 }
@@ -57,7 +54,6 @@ export function encodeInode(rec: InodeRecord): Buffer {
   buf.writeBigInt64BE(rec.mtimeNs, L.mtimeOffset);
   buf.writeBigInt64BE(rec.ctimeNs, L.ctimeOffset);
   buf.writeBigUInt64BE(BigInt(rec.generation), L.generationOffset);
-  buf.writeBigUInt64BE(BigInt(rec.blockCount), L.blockCountOffset);
   rec.target.copy(buf, L.fixedBytes);
   return buf;
 }
@@ -78,7 +74,6 @@ export function decodeInode(buf: Buffer, place: string): InodeRecord {
     mtimeNs: buf.readBigInt64BE(L.mtimeOffset),
     ctimeNs: buf.readBigInt64BE(L.ctimeOffset),
     generation: readU64(buf, L.generationOffset),
-    blockCount: readU64(buf, L.blockCountOffset),
     target: Buffer.from(buf.subarray(L.fixedBytes)),
   };
 }

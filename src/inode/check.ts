@@ -6,7 +6,7 @@
  * - nlink equals the number of names (files) or 2 + subdirectories (directories);
  * - every inode is reachable, or unlinked-but-open and listed as an orphan;
  * - every block map entry is within its file's size and points at a record that reads back
- *   with a good checksum and the right owner; each inode's block count equals its entries;
+ *   with a good checksum and the right owner;
  * - per-segment live bytes equal what the block maps reference;
  * - allocator marks lie above everything in use.
  */
@@ -20,7 +20,7 @@ import { isDir, isLnk, isReg, rootIno, S_IFMT } from './types.js';
 export type ProblemCode =
   | 'dangling-dirent' | 'dirent-type' | 'missing-dotdot' | 'bad-dotdot' | 'nlink' | 'unreachable-inode'
   | 'block-beyond-size' | 'block-unreadable' | 'block-orphan' | 'segment-usage' | 'mark-below-use'
-  | 'xattr-orphan' | 'orphan-list' | 'symlink-size' | 'too-deep' | 'record' | 'block-count';
+  | 'xattr-orphan' | 'orphan-list' | 'symlink-size' | 'too-deep' | 'record';
 
 export interface Problem {
   code: ProblemCode;
@@ -145,7 +145,6 @@ function checkInodes(store: Store, inodes: Map<number, InodeRecord>, linkCounts:
 
 function checkBlocks(store: Store, inodes: Map<number, InodeRecord>, options: CheckOptions, report: Report): { blockCount: number; blockBytes: number } {
   const live = new Map<number, number>();
-  const blocksPerInode = new Map<number, number>();
   const head = store.log.head();
   let blockCount = 0;
   let blockBytes = 0;
@@ -161,7 +160,6 @@ function checkBlocks(store: Store, inodes: Map<number, InodeRecord>, options: Ch
       continue;
     }
     if (!isReg(rec.mode) || blockIndex * blockSizeBytes >= rec.size) report('block-beyond-size', place, `block beyond the file size ${rec.size}`);
-    blocksPerInode.set(ino, (blocksPerInode.get(ino) ?? 0) + 1);
     let ptr;
     try {
       ptr = decodeBlockPointer(value, place);
@@ -182,10 +180,6 @@ function checkBlocks(store: Store, inodes: Map<number, InodeRecord>, options: Ch
       if (!isFsError(e)) throw e;
       report('block-unreadable', `${place} (segment ${ptr.segment} offset ${ptr.offset})`, e.message);
     }
-  }
-  for (const [ino, rec] of inodes) {
-    const counted = blocksPerInode.get(ino) ?? 0;
-    if (rec.blockCount !== counted) report('block-count', `inode ${ino}`, `records ${rec.blockCount} blocks, the block map holds ${counted}`);
   }
   const recorded = new Map<number, number>();
   for (const { key, value } of store.btree.table('seguse').getRange({})) recorded.set(key.readUInt32BE(0), decodeU64(value, 'seguse'));

@@ -333,9 +333,9 @@ export class FileSystem {
     return this.commit(() => {
       const rec = this.inode(ino);
       const keepBlockCount = Math.ceil(size / blockSizeBytes);
-      rec.blockCount -= this.freeBlocks(ino, keepBlockCount);
-      if (tail !== undefined && tailLoc !== undefined) rec.blockCount += this.putBlock(ino, tail.blockIndex, tailLoc);
-      else if (tail !== undefined) rec.blockCount += this.removeBlock(ino, tail.blockIndex); // what is kept is all zeros: a hole
+      this.freeBlocks(ino, keepBlockCount);
+      if (tail !== undefined && tailLoc !== undefined) this.putBlock(ino, tail.blockIndex, tailLoc);
+      else if (tail !== undefined) this.removeBlock(ino, tail.blockIndex); // what is kept is all zeros: a hole
       if (rec.size !== size) {
         rec.size = size;
         rec.mtimeNs = rec.ctimeNs = nowNs();
@@ -517,16 +517,10 @@ export class FileSystem {
     const locations = this.appendBlocks(ino, writes);
     assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
     this.commit(() => {
-      const stored = this.store.btree.table('inode').get(inoKey(ino));
-      if (stored === undefined) return; // freed meanwhile: nothing to keep
-      let blockCountDelta = 0;
-      writes.forEach((w, i) => {
-        blockCountDelta += this.putBlock(ino, w.entry.blockIndex, locations[i]!);
-      });
-      for (const hole of holes) blockCountDelta += this.removeBlock(ino, hole.blockIndex);
-      const committed = rec ?? decodeInode(stored, `inode ${ino}`);
-      committed.blockCount = decodeInode(stored, `inode ${ino}`).blockCount + blockCountDelta;
-      this.store.btree.table('inode').putSync(inoKey(ino), encodeInode(committed));
+      if (this.inodeOrUndefined(ino) === undefined) return; // freed meanwhile: nothing to keep
+      writes.forEach((w, i) => this.putBlock(ino, w.entry.blockIndex, locations[i]!));
+      for (const hole of holes) this.removeBlock(ino, hole.blockIndex);
+      if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode(rec));
       this.notify(ino);
     });
     for (const entry of entries) this.cache.markClean(entry);
@@ -600,7 +594,6 @@ export class FileSystem {
     this.commit(() => {
       const rec = this.inode(ino);
       this.freeBlocks(ino, 0);
-      rec.blockCount = pointers.size;
       const table = this.store.btree.table('blockmap');
       for (const [blockIndex, ptr] of pointers) {
         assert(blockIndex * blockSizeBytes < sizeBytes, `block ${blockIndex} beyond size ${sizeBytes}`);
@@ -749,7 +742,6 @@ export class FileSystem {
         mtimeNs: now,
         ctimeNs: now,
         generation: 0,
-        blockCount: 0,
         target,
       };
       this.putInode(ino, rec);
@@ -919,38 +911,31 @@ export class FileSystem {
     return this.cache.put(ino, blockIndex, data, true);
   }
 
-  /** Maps a block to a new log record; returns the change in the file's block count (0 or 1). */
-  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }): number {
-    const removed = this.removeBlock(ino, blockIndex);
+  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }): void {
+    this.removeBlock(ino, blockIndex);
     const ptr: BlockPointer = { kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset, blockId: blockIdUnknown };
     this.store.btree.table('blockmap').putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
     this.store.usageAdd(loc.segment, loc.lengthBytes);
-    return 1 + removed;
   }
 
-  /** Unmaps a block (it becomes a hole); returns the change in the file's block count (0 or -1). */
-  private removeBlock(ino: number, blockIndex: number): number {
+  private removeBlock(ino: number, blockIndex: number): void {
     const table = this.store.btree.table('blockmap');
     const key = blockKey(ino, blockIndex);
     const old = table.get(key);
-    if (old === undefined) return 0;
+    if (old === undefined) return;
     const ptr = decodeBlockPointer(old, `block ${ino}:${blockIndex}`);
     if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
     table.removeSync(key);
-    return -1;
   }
 
-  /** Removes every block of `ino` from index `fromBlockIndex` on (inside a transaction); returns how many. */
-  private freeBlocks(ino: number, fromBlockIndex: number): number {
+  /** Removes every block of `ino` from index `fromBlockIndex` on (inside a transaction). */
+  private freeBlocks(ino: number, fromBlockIndex: number): void {
     const table = this.store.btree.table('blockmap');
-    let count = 0;
     for (const { key, value } of [...table.getRange(inoPrefixRange(ino, fromBlockIndex))]) {
       const ptr = decodeBlockPointer(value, `block ${ino}:${blockKeyIndex(key)}`);
       if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
       table.removeSync(key);
-      count++;
     }
-    return count;
   }
 
   /**
@@ -1026,7 +1011,7 @@ function toAttr(ino: number, rec: InodeRecord): Attr {
     nlink: rec.nlink,
     rdev: rec.rdev,
     size: rec.size,
-    blocks: rec.blockCount * (blockSizeBytes / 512),
+    blocks: Math.ceil(rec.size / 512),
     atimeNs: rec.atimeNs,
     mtimeNs: rec.mtimeNs,
     ctimeNs: rec.ctimeNs,

@@ -179,7 +179,7 @@ export class Store {
     this.transaction(() => {
       meta.putSync(Buffer.from(metaKeys.formatVersion), encodeU64(btreeFormatVersion));
       meta.putSync(Buffer.from(metaKeys.storeId), Buffer.from(randomBytes(16).toString('hex')));
-      const root = { mode: S_IFDIR | 0o755, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, blockCount: 0, target: Buffer.alloc(0) };
+      const root = { mode: S_IFDIR | 0o755, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, target: Buffer.alloc(0) };
       this.btree.table('inode').putSync(inoKey(rootIno), encodeInode(root));
     });
   }
