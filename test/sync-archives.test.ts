@@ -176,40 +176,14 @@ test('kill -9 after the idx but before the catalog: the restarted store adopts i
 test('kill -9 of a publisher between zip and idx: nobody imports a partial archive, the next mount republishes', async () => {
   const dir = tempDir();
   const storeDir = tempDir();
-  const self = fileURLToPath(import.meta.url);
-  const ts = self.endsWith('.ts');
-  const mod = (p: string): string => new URL(`../src/${p}.${ts ? 'ts' : 'js'}`, import.meta.url).href;
-  const code = `
-    const { Store } = await import(${JSON.stringify(mod('inode/store'))});
-    const { FileSystem } = await import(${JSON.stringify(mod('inode/fs'))});
-    const { SyncEngine } = await import(${JSON.stringify(mod('sync/engine'))});
-    const { rootCtx } = await import(${JSON.stringify(mod('inode/types'))});
-    const store = Store.open(${JSON.stringify(storeDir)});
-    const fs = new FileSystem(store, { writebackDelayMs: 0 });
-    const engine = await SyncEngine.start(fs, { syncDir: ${JSON.stringify(dir)}, boxid: 'aa'.repeat(16), publishDelayMs: 60000 });
-    const ino = fs.mknod(rootCtx, 1, 'victim.txt', 0o100644).ino;
-    fs.write(rootCtx, ino, 0, Buffer.from('survives the crash'));
-    await fs.fsync();
-    process.env.ZIPPY_TEST_KILL_BEFORE_IDX = '1';
-    await engine.publishNow();
-  `;
-  const result = spawnSync(process.execPath, [...(ts ? ['--import', 'tsx'] : []), '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 60_000 });
-  assert.equal(result.signal, 'SIGKILL', `the publisher was killed: ${result.stderr}`);
+  await killedPublisher(dir, storeDir, 'ZIPPY_TEST_KILL_BEFORE_IDX', 'survives the crash');
   const files = readdirSync(dir);
   assert.equal(files.filter((f) => f.endsWith('.idx')).length, 0);
   assert.equal(files.filter((f) => /^[0-9a-f]{32}\.zip$/.test(f)).length, 1, `a pending zip: ${files.join(' ')}`);
   const reader = await openSyncBox(dir);
   try {
     assert.equal(boxPathExists(reader, '/victim.txt'), false);
-    const { Store } = await import('../src/inode/store.js');
-    const { FileSystem } = await import('../src/inode/fs.js');
-    const { SyncEngine } = await import('../src/sync/engine.js');
-    const store = Store.open(storeDir);
-    const fs = new FileSystem(store, { writebackDelayMs: 0 });
-    const engine = await SyncEngine.start(fs, { syncDir: dir, boxid: 'aa'.repeat(16), publishDelayMs: 60_000 });
-    await engine.stop();
-    await fs.close();
-    await store.close();
+    await restartStore(dir, storeDir);
     await reader.engine.importNow();
     assert.equal(readBoxFile(reader, '/victim.txt'), 'survives the crash');
   } finally {
