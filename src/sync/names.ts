@@ -48,7 +48,7 @@ export function hex128FromBytes(bytes: Uint8Array): string {
 }
 
 /** A fresh temporary file name with the given extension, e.g. `.tmp-<32 hex>.zip`. */
-export function newTempName(extension: 'zip' | 'idx'): string {
+export function newTempName(extension: 'zip' | 'idx' | 'rm'): string {
   return `${tempNamePrefix}${randomBytes(16).toString('hex')}.${extension}`;
 }
 

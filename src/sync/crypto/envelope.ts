@@ -52,8 +52,8 @@ import {
 import { sodium } from './sodium.js';
 
 /** What a sealed file holds: an archive's zip or its idx. */
-export type SealedKind = 'zip' | 'idx';
-export const sealedKindCodes: Readonly<Record<SealedKind, number>> = { zip: 1, idx: 2 };
+export type SealedKind = 'zip' | 'idx' | 'rm';
+export const sealedKindCodes: Readonly<Record<SealedKind, number>> = { zip: 1, idx: 2, rm: 3 };
 
 export const envelopeMagic = Buffer.from('ZIPPYENC', 'ascii');
 export const envelopeFormatVersion = 1;
@@ -194,7 +194,7 @@ export function decodeEnvelopeHeader(bytes: Uint8Array, expect: { archiveName: s
   const version = header.readUInt16LE(L.formatVersion.offset);
   if (version !== envelopeFormatVersion) fail(`envelope format version ${version}, this build reads ${envelopeFormatVersion}`);
   const kindCode = header.readUInt8(L.kind.offset);
-  const kind = kindCode === sealedKindCodes.zip ? 'zip' : kindCode === sealedKindCodes.idx ? 'idx' : fail(`unknown kind code ${kindCode}`);
+  const kind = (Object.keys(sealedKindCodes) as SealedKind[]).find((k) => sealedKindCodes[k] === kindCode) ?? fail(`unknown kind code ${kindCode}`);
   if (kind !== expect.kind) fail(`sealed as an ${kind}, read as an ${expect.kind} (swapped files?)`);
   const flags = header.readUInt8(L.flags.offset);
   if (flags !== 0) fail(`unknown flags 0x${flags.toString(16)}`);
