@@ -5,7 +5,8 @@
  *
  * Data flow (docs/ARCHITECTURE.md, "Sync"):
  * - publish: a change commits an outbox row in its own transaction; a group-commit timer fires
- *   `publishDelayMs` after the first unpublished change (never reset, so the delay is bounded);
+ *   `publishDelayMs` after the first unpublished change (never reset, so the delay is bounded; 1 s
+ *   while a burst such as `tar x` goes on);
  *   the publisher writes back dirty files, turns each outbox inode into versions of its paths
  *   (tombstones for names it lost, copy runs against the version it was based on so unchanged
  *   blocks and renames ship no data), writes one archive (zip, then idx) with the blocks the sync
@@ -43,6 +44,13 @@ import { type Keyring, SealedReaderSync, defaultConfigDir, loadKeyring, readSeal
 
 /** Default group-commit delay. */
 export const publishDelayMsDefault = 300;
+/**
+ * During a burst (the last publish carried at least burstFileCountMin changed files, as in `tar x`)
+ * the group-commit delay grows to this bound, so a long burst makes one archive a second instead
+ * of three; a quiet edit is still published after publishDelayMs.
+ */
+const burstPublishDelayMs = 1000;
+const burstFileCountMin = 64;
 /** A file written within this long, still open and not fsynced, counts as being written. */
 const writingQuietMs = 2000;
 /** Longest a file being written waits before it is published anyway. */
@@ -163,6 +171,8 @@ export class SyncEngine {
   private readonly compressionLevel: number;
   private queue: Promise<unknown> = Promise.resolve();
   private publishTimer: NodeJS.Timeout | undefined;
+  /** Changed files (outbox rows) the last publish carried: decides the next group-commit delay. */
+  private lastPublishFileCount = 0;
   /** When each outbox inode that is still being written was first held back. */
   private readonly deferredSince = new Map<number, number>();
   private importTimer: NodeJS.Timeout | undefined;
@@ -218,16 +228,18 @@ export class SyncEngine {
     this.rescanTimer.unref();
   }
 
-  /** Schedules a publish `publishDelayMs` after the first unpublished change. */
+  /** Schedules a publish `publishDelayMs` (in a burst: burstPublishDelayMs) after the first unpublished change. */
   publishSoon(): void {
     if (this.publishTimer !== undefined || this.stopped) return;
+    const inBurst = this.lastPublishFileCount >= burstFileCountMin;
+    const delayMs = inBurst ? Math.max(this.publishDelayMs, burstPublishDelayMs) : this.publishDelayMs;
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
       void this.enqueue(() => this.publish(false)).catch((e: unknown) => {
         this.log(`publish failed (will retry): ${String(e)}`);
         this.publishSoon();
       });
-    }, this.publishDelayMs);
+    }, delayMs);
     this.publishTimer.unref();
   }
 
@@ -315,6 +327,7 @@ export class SyncEngine {
   private async publish(all: boolean): Promise<PublishReport> {
     this.port.writeBackAll();
     const rows = this.publishableRows(all);
+    this.lastPublishFileCount = rows.length;
     if (rows.length === 0) return { archives: [], versionCount: 0, blockCount: 0 };
     this.loadKeys();
     // Never publish plaintext into an encrypted dir: the outbox waits until this machine has a key.
