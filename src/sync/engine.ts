@@ -135,10 +135,6 @@ function metaOf(v: FileVersion): VersionMeta {
 
 
 
-function isFuseHidden(path: string): boolean {
-  return path.slice(path.lastIndexOf('/') + 1).startsWith('.fuse_hidden');
-}
-
 /** Sends SIGUSR1 to the sync daemon named by its pid file, if one runs (design section 6). */
 function signalSyncDaemon(log: (message: string) => void): void {
   const cache = process.env['XDG_CACHE_HOME'] !== undefined && process.env['XDG_CACHE_HOME'] !== '' ? process.env['XDG_CACHE_HOME'] : join(homedir(), '.cache');
@@ -572,9 +568,6 @@ export class SyncEngine {
   }
 
   private liveDraft(node: PortNode, path: string, ids: Identity[], replaced: Draft | undefined): Draft | undefined {
-    // libfuse parks an unlinked-but-open file as `.fuse_hidden<n>` until its last close: a local
-    // artefact of this mount, never a version for the peers.
-    if (isFuseHidden(path)) return undefined;
     const own = ids.find((id) => id.path === path);
     const moved = own === undefined ? ids[0] : undefined;
     const base = own?.stamp ?? replaced?.version.base ?? latestHead(this.state.pathRecord(path).versions);
