@@ -10,15 +10,20 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync, chmodSync, openSync, closeSync, writeSync, cpSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { isSealed, initEncryptedSyncDir, loadOrCreateBoxid } from '../src/sync/crypto/index.js';
 import { TreeZipWriter } from '../src/sync/export-zip.js';
 import {
-  diffTrees, mountSkipReason, mountZippy, openSyncBox, readBoxFile, repoRoot, runTool, seededRandom, snapshotTree, tempDir,
+  diffTrees, mountSkipReason, mountZippy, openSyncBox, readBoxFile, repoRoot, runTool, seededRandom, snapshotTree, scratchDirs,
   type TestMount, type TreeEntry, writeBoxFile,
 } from './fixtures.js';
 
 const skip = mountSkipReason();
+
+/** Temporary directories of this file, removed when it ends. */
+const scratchSet = scratchDirs();
+const scratch = (prefix: string): string => scratchSet.make(prefix);
+after(() => scratchSet.removeAll());
 
 function exportCli(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [join(repoRoot(), 'dist', 'src', 'sync', 'export-main.js'), ...args], { env, encoding: 'utf8', timeout: 120_000, maxBuffer: 256 * 1024 * 1024 });
@@ -75,9 +80,9 @@ function writeTree(root: string): void {
 }
 
 test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s tree; the checkpoint alone mounts to it', { skip }, async () => {
-  const syncDir = tempDir('zippy-export-sync-');
-  const work = tempDir('zippy-export-work-');
-  process.env['XDG_CONFIG_HOME'] = tempDir('zippy-config-');
+  const syncDir = scratch('zippy-export-sync-');
+  const work = scratch('zippy-export-work-');
+  process.env['XDG_CONFIG_HOME'] = scratch('zippy-config-');
   const env = { ...process.env };
   let a: TestMount | undefined = await mountZippy({ syncDir });
   let b: TestMount | undefined;
@@ -128,7 +133,7 @@ test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s
     assert.equal(checkpoint.status, 0, checkpoint.stderr);
     const written = readdirSync(syncDir).filter((n) => !before.has(n));
     assert.ok(written.length >= 2 && written.every((n) => /^[0-9a-f]{32}\.(zip|idx)$/.test(n)), written.join(' '));
-    const emptySync = tempDir('zippy-export-bootstrap-');
+    const emptySync = scratch('zippy-export-bootstrap-');
     for (const n of written) copyFileSync(join(syncDir, n), join(emptySync, n));
     b = await mountZippy({ syncDir: emptySync });
     const bootTree = comparable(snapshotTree(b.mountpoint));
@@ -147,7 +152,7 @@ test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s
 });
 
 test('more than 65,535 entries: zip64 end records, accepted by unzip -t and python zipfile', async () => {
-  const dir = tempDir('zippy-zip64-');
+  const dir = scratch('zippy-zip64-');
   const path = join(dir, 'many.zip');
   const handle = await open(path, 'wx');
   let batch: Buffer[] = [];
@@ -177,8 +182,8 @@ test('more than 65,535 entries: zip64 end records, accepted by unzip -t and pyth
 });
 
 test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o decrypts', async () => {
-  const syncDir = tempDir('zippy-export-enc-');
-  const home = tempDir('zippy-export-enc-home-');
+  const syncDir = scratch('zippy-export-enc-');
+  const home = scratch('zippy-export-enc-home-');
   const configDir = join(home, 'zippy-fs');
   const boxid = loadOrCreateBoxid(configDir);
   initEncryptedSyncDir(syncDir, configDir);
@@ -194,7 +199,7 @@ test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o d
   assert.equal(written.length, 2);
   for (const n of written) assert.equal(isSealed(readFileSync(join(syncDir, n))), true, `${n} is sealed`);
   // A new sync dir with only keys/ and the checkpoint: the member reads the file.
-  const fresh = tempDir('zippy-export-enc-fresh-');
+  const fresh = scratch('zippy-export-enc-fresh-');
   cpSync(join(syncDir, 'keys'), join(fresh, 'keys'), { recursive: true });
   for (const n of written) copyFileSync(join(syncDir, n), join(fresh, n));
   const reader = await openSyncBox(fresh, { boxid, configDir });
@@ -205,7 +210,7 @@ test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o d
   assert.equal(zipped.status, 0, zipped.stderr);
   assert.equal(runTool('unzip', ['-p', zipPath, 'secret.txt']), 'sealed content '.repeat(1000));
   // Without the key: exit 2, and the message says how to get one.
-  const stranger = exportCli(['-o', join(home, 'x.zip'), fresh], { ...process.env, XDG_CONFIG_HOME: tempDir('zippy-export-stranger-') });
+  const stranger = exportCli(['-o', join(home, 'x.zip'), fresh], { ...process.env, XDG_CONFIG_HOME: scratch('zippy-export-stranger-') });
   assert.equal(stranger.status, 2);
   assert.match(stranger.stderr, /zippy-key request/);
 });
@@ -216,7 +221,7 @@ test('exit codes: usage 2, unreadable archive 1 with its name, --help 0', async 
   const help = exportCli(['--help']);
   assert.equal(help.status, 0);
   assert.match(help.stdout, /Usage:/);
-  const syncDir = tempDir('zippy-export-bad-');
+  const syncDir = scratch('zippy-export-bad-');
   const box = await openSyncBox(syncDir);
   writeBoxFile(box, '/ok.txt', 'fine');
   await box.engine.publishNow();
@@ -227,7 +232,7 @@ test('exit codes: usage 2, unreadable archive 1 with its name, --help 0', async 
   const fd = openSync(join(syncDir, `${name}.idx`), 'w');
   writeSync(fd, Buffer.alloc(200, 7));
   closeSync(fd);
-  const dir = tempDir('zippy-export-bad-out-');
+  const dir = scratch('zippy-export-bad-out-');
   const result = exportCli(['-o', join(dir, 'x.zip'), syncDir], { ...process.env, XDG_CONFIG_HOME: dir });
   assert.equal(result.status, 1);
   assert.match(result.stderr, new RegExp(name));

@@ -9,11 +9,16 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { listVersions } from '../src/sync/history.js';
-import { diffTrees, mountSkipReason, mountZippy, repoRoot, snapshotTree, tempDir, type TestMount, type TreeEntry } from './fixtures.js';
+import { diffTrees, mountSkipReason, mountZippy, repoRoot, snapshotTree, scratchDirs, type TestMount, type TreeEntry } from './fixtures.js';
 
 const skip = mountSkipReason();
+
+/** Temporary directories of this file, removed when it ends. */
+const scratchSet = scratchDirs();
+const scratch = (prefix: string): string => scratchSet.make(prefix);
+after(() => scratchSet.removeAll());
 
 function exportCli(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [join(repoRoot(), 'dist', 'src', 'sync', 'export-main.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -52,8 +57,8 @@ async function sleep(ms: number): Promise<void> {
 }
 
 test('a mount at=T shows exactly the tree of T, read-only; versions list and read', { skip }, async () => {
-  const syncDir = tempDir('zippy-history-sync-');
-  const config = tempDir('zippy-config-');
+  const syncDir = scratch('zippy-history-sync-');
+  const config = scratch('zippy-config-');
   process.env['XDG_CONFIG_HOME'] = config;
   const a = await mountZippy({ syncDir });
   const history: TestMount[] = [];
@@ -130,6 +135,11 @@ test('a mount at=T shows exactly the tree of T, read-only; versions list and rea
     assert.equal(exportCli(['--cat', 'a.txt', syncDir]).stdout, 'v3');
     assert.equal(exportCli(['--cat', 'b.txt', syncDir]).status, 2);
     await a.unmount();
+    // A history mount never empties a real store given with -o store=.
+    const refused = spawnSync(process.execPath, [join(repoRoot(), 'dist', 'src', 'fuse', 'main.js'), '-f', '-o', `store=${a.storeDir},at=${String(Number(t1 / 1_000_000n) / 1000)}`, a.mountpoint, syncDir], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /not a history mount's/);
+    await a.check();
   } finally {
     for (const h of history) await h.cleanup();
     await a.cleanup();
