@@ -181,6 +181,24 @@ test('more than 65,535 entries: zip64 end records, accepted by unzip -t and pyth
   assert.equal(Number(n), count + 66);
 });
 
+test('a file above 4 GiB: zip64 sizes in the local and central headers and the data descriptor (ZIPPY_SOAK=1)', { skip: process.env['ZIPPY_SOAK'] === '1' ? false : 'soak only: deflates and verifies 4 GiB' }, async () => {
+  const dir = scratch('zippy-zip64-huge-');
+  const path = join(dir, 'huge.zip');
+  const handle = await open(path, 'wx');
+  const writer = new TreeZipWriter(async (chunk) => {
+    await handle.write(chunk);
+  }, { compressionLevel: 1 });
+  const sizeBytes = 2 ** 32 + 4096;
+  const pattern = Buffer.alloc(1 << 20, 0x5a);
+  await writer.addFile('huge.bin', 0o644, 1_700_000_000_000_000_000n, sizeBytes, (_offset, length) => pattern.subarray(0, length));
+  await writer.addFile('after.txt', 0o600, 1_700_000_000_000_000_000n, 5, () => Buffer.from('after'));
+  await writer.finish();
+  await handle.close();
+  assert.match(runTool('unzip', ['-tq', path], { timeoutMs: 600_000 }), /No errors detected/);
+  const listed = runTool('python3', ['-c', 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print([(i.filename, i.file_size) for i in z.infolist()])', path], { timeoutMs: 600_000 });
+  assert.equal(listed.trim(), `[('huge.bin', ${sizeBytes}), ('after.txt', 5)]`);
+});
+
 test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o decrypts', async () => {
   const syncDir = scratch('zippy-export-enc-');
   const home = scratch('zippy-export-enc-home-');
