@@ -129,7 +129,7 @@ test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s
 
     // The checkpoint: new archives in the sync dir; alone in an empty sync dir they mount to the same tree.
     const before = new Set(readdirSync(syncDir));
-    const checkpoint = exportCli(['--json', syncDir], env);
+    const checkpoint = exportCli(['--zip', '--json', syncDir], env);
     assert.equal(checkpoint.status, 0, checkpoint.stderr);
     const written = readdirSync(syncDir).filter((n) => !before.has(n));
     assert.ok(written.length >= 2 && written.every((n) => /^[0-9a-f]{32}\.(zip|idx)$/.test(n)), written.join(' '));
@@ -211,7 +211,7 @@ test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o d
   await box.cleanup();
   const env = { ...process.env, XDG_CONFIG_HOME: home };
   const before = new Set(readdirSync(syncDir));
-  const result = exportCli(['--json', syncDir], env);
+  const result = exportCli(['--zip', '--json', syncDir], env);
   assert.equal(result.status, 0, result.stderr);
   const written = readdirSync(syncDir).filter((n) => !before.has(n));
   assert.equal(written.length, 2);
@@ -235,6 +235,7 @@ test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o d
 
 test('exit codes: usage 2, unreadable archive 1 with its name, --help 0', async () => {
   assert.equal(exportCli(['relative/dir']).status, 2);
+  assert.equal(exportCli(['/tmp']).status, 2, 'a checkpoint only when asked for with --zip');
   assert.equal(exportCli(['--versions', 'a', '--at', '1', '/tmp']).status, 2);
   const help = exportCli(['--help']);
   assert.equal(help.status, 0);

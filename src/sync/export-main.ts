@@ -2,7 +2,7 @@
  * `zippy-export`: exports and history over a sync dir, read directly (no mount needed).
  *
  *   zippy-export [--zip] -o out.zip [--path sub] [--at time] [--json] <abs-sync-dir>   a standard zip
- *   zippy-export [--zip] [--path sub] [--at time] [--json] <abs-sync-dir>              a checkpoint in the sync dir
+ *   zippy-export --zip [--path sub] [--at time] [--json] <abs-sync-dir>                a checkpoint in the sync dir
  *   zippy-export --versions <path> [--json] <abs-sync-dir>                             a file's versions
  *   zippy-export --cat <path> [--at time | --version id] <abs-sync-dir>                 one version's bytes to stdout
  *
@@ -20,7 +20,7 @@ import { FsError, isFsError } from '../errors.js';
 import { fsyncDirectory } from './archive-store.js';
 import { loadBoxid } from './boxid.js';
 import { type Keyring, defaultConfigDir, loadKeyring } from './crypto/index.js';
-import { exportTreeZip, readVersionBlocks, readViewFile, syncPathOf, writeCheckpoint } from './export.js';
+import { exportTreeZip, readVersionBlocks, readViewFile, syncPathOf, type TreeZipReport, writeCheckpoint } from './export.js';
 import { isoOfNs, listVersions, parseTimeNs, parseVersionId, type VersionEntry } from './history.js';
 import { openSyncView, type SyncView } from './view.js';
 import type { ZipSink } from './zipfile.js';
@@ -29,7 +29,7 @@ export const exportExit = { ok: 0, problems: 1, failed: 2 } as const;
 
 const help = `Usage:
   zippy-export [--zip] -o <out.zip|-> [--path <sub>] [--at <time>] [--json] <abs-sync-dir>
-  zippy-export [--zip] [--path <sub>] [--at <time>] [--json] <abs-sync-dir>
+  zippy-export --zip [--path <sub>] [--at <time>] [--json] <abs-sync-dir>
   zippy-export --versions <path> [--json] <abs-sync-dir>
   zippy-export --cat <path> [--at <time> | --version <id>] <abs-sync-dir>
 
@@ -37,9 +37,9 @@ Reads the sync dir directly (no mount needed) and merges its archives exactly as
 
   -o, --output FILE  write a standard zip (deflate, zip64, Unix modes, mtimes, symlinks, empty
                      directories) to FILE (temp name, fsync, rename); '-' writes it to stdout
-  (no -o)            publish a checkpoint into the sync dir: every visible version with all its
-                     blocks, so a new machine can start from it alone
-  --zip              the export (the default mode; accepted for clarity)
+  --zip              without -o: publish a checkpoint into the sync dir, every visible version
+                     with all its blocks, so a new machine can start from it alone (with -o the
+                     flag may be left out)
   --path SUB         only this subtree (zip entries are relative to it; a file gives one entry)
   --at TIME          the tree as it was at TIME: archives published at or before it. TIME is unix
                      seconds (1764000000, 1764000000.25) or ISO 8601 (2026-11-22T23:10:00Z,
@@ -91,6 +91,8 @@ function parse(argv: string[]): Args | 'help' {
   if (!existsSync(syncDir) || !statSync(syncDir).isDirectory()) throw new UsageError(`the sync dir does not exist or is not a directory: ${syncDir}`);
   const modes = [v.versions !== undefined, v.cat !== undefined, v.zip === true || v.output !== undefined].filter(Boolean).length;
   if (modes > 1) throw new UsageError('choose one of --zip/-o, --versions, --cat');
+  // Publishing a checkpoint writes into the sync dir: only when asked for by name.
+  if (modes === 0) throw new UsageError('nothing to do: --zip publishes a checkpoint, -o FILE writes a zip, --versions lists, --cat reads');
   if (v.version !== undefined && v.cat === undefined) throw new UsageError('--version goes with --cat');
   if (v.version !== undefined && v.at !== undefined) throw new UsageError('--version and --at exclude each other');
   if (v.versions !== undefined && (v.at !== undefined || v.path !== undefined)) throw new UsageError('--versions takes neither --at nor --path');
@@ -153,8 +155,7 @@ function stdoutSink(): ZipSink {
 }
 
 /** `-o FILE`: the zip under a temporary name in the same directory, fsynced, renamed into place. */
-async function exportToFile(view: SyncView, args: Args, output: string, tty: boolean): Promise<Record<string, unknown>> {
-  const target = resolve(output);
+async function exportToFile(view: SyncView, args: Args, target: string, tty: boolean): Promise<TreeZipReport> {
   const temp = join(dirname(target), `.${basename(target)}.tmp-${randomBytes(8).toString('hex')}`);
   const handle = await open(temp, 'wx', 0o644);
   try {
@@ -165,7 +166,7 @@ async function exportToFile(view: SyncView, args: Args, output: string, tty: boo
     await handle.close();
     await rename(temp, target);
     await fsyncDirectory(dirname(target));
-    return { output: target, entries: report.entryCount, zipSizeBytes: report.sizeBytes, fileBytes: report.fileBytes, skipped: report.skipped };
+    return report;
   } catch (e) {
     await handle.close().catch(() => undefined);
     await unlink(temp).catch(() => undefined);
@@ -181,16 +182,12 @@ async function runExport(args: Args, tty: boolean, problems: string[]): Promise<
     problems.push(...view.warnings);
     const asOf = args.asOfNs === undefined ? {} : { at: isoOfNs(args.asOfNs), atNs: args.asOfNs.toString() };
     if (args.output !== undefined) {
-      const result = args.output === '-'
+      const target = args.output === '-' ? '-' : resolve(args.output);
+      const report = target === '-'
         ? await exportTreeZip(view, args.subPath, stdoutSink(), { compressionLevel: args.level })
-        : undefined;
-      if (result !== undefined) {
-        problems.push(...result.skipped);
-        return { mode: 'zip', output: '-', entries: result.entryCount, zipSizeBytes: result.sizeBytes, fileBytes: result.fileBytes, ...asOf };
-      }
-      const out = await exportToFile(view, args, args.output, tty);
-      problems.push(...(out['skipped'] as string[]));
-      return { mode: 'zip', ...out, ...asOf };
+        : await exportToFile(view, args, target, tty);
+      problems.push(...report.skipped);
+      return { mode: 'zip', output: target, entries: report.entryCount, zipSizeBytes: report.sizeBytes, fileBytes: report.fileBytes, ...asOf };
     }
     if (view.engine.port.lookup(args.subPath) === undefined) throw new FsError('ENOENT', 'not in the tree (at that time)', args.subPath);
     const report = await writeCheckpoint(view, {

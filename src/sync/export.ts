@@ -20,8 +20,8 @@ import { archivePointer, type PortNode } from '../inode/sync-port.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { type WrittenArchive, writeArchive } from './archive-store.js';
 import { type Keyring, sealFile, writeSealedFile } from './crypto/index.js';
-import { blockRunsFromIds, type FileVersion, type Idx } from './idx.js';
-import { archiveBlockCountMax, blockIdBytes } from './limits.js';
+import { blockRunsFromIds, type FileVersion, type Idx, idxSizeBytes } from './idx.js';
+import { blockIdBytes, checkpointBlockCountMax, checkpointIdxSizeSoftMaxBytes, checkpointVersionCountMax } from './limits.js';
 import type { VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { isZeroId } from './reconcile.js';
@@ -87,9 +87,9 @@ export async function exportTreeZip(view: SyncView, subPath: string, sink: ZipSi
     while (stack.length > 0) {
       const { ino, rel, depth } = stack.pop()!;
       if (depth > treeDepthMax) throw new FsError('LIMIT', `deeper than ${treeDepthMax}`, rel);
-      const children = port.children(ino).sort((a, b) => (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
+      const children = port.children(ino).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       const dirs: { ino: number; rel: string; depth: number }[] = [];
-      for (const child of [...children].reverse()) {
+      for (const child of children) {
         const node = port.node(child.ino);
         if (node === undefined) continue;
         const name = join2(rel, child.name);
@@ -127,10 +127,6 @@ export interface CheckpointOptions {
   readonly progress?: Progress;
 }
 
-/** Versions per checkpoint archive (the idx limit is 262,144). */
-const checkpointVersionCountMax = 100_000;
-/** New blocks per checkpoint archive (about 800 MiB of data). */
-const checkpointBlockCountMax = Math.min(200_000, archiveBlockCountMax);
 
 function inScope(path: string, subPath: string): boolean {
   return subPath === '' || path === '' || path === subPath || path.startsWith(`${subPath}/`) || subPath.startsWith(`${path}/`);
@@ -177,16 +173,26 @@ function collectHeads(view: SyncView, options: CheckpointOptions): { byMachine: 
   return { byMachine, skipped };
 }
 
+/** Encoded size of one version record (the idx codec's own count, without header and trailer). */
+function versionRecordBytes(version: FileVersion): number {
+  const empty = { archiveName: '', writerBoxid: '', createdNs: 0n, encrypted: false, zipSizeBytes: 0 };
+  return idxSizeBytes({ header: empty, versions: [version], blocks: [] }) - idxSizeBytes({ header: empty, versions: [], blocks: [] });
+}
+
 /** Splits one machine's drafts into archives under the limits; each block goes with the first version needing it. */
 function planArchives(drafts: readonly Draft[], shipped: Set<string>): { drafts: Draft[]; blocks: Buffer[] }[] {
   const plans: { drafts: Draft[]; blocks: Buffer[] }[] = [];
   let current: { drafts: Draft[]; blocks: Buffer[] } | undefined;
+  let idxBytes = 0;
   for (const draft of drafts) {
-    if (current === undefined || current.drafts.length >= checkpointVersionCountMax) {
+    const recordBytes = versionRecordBytes(draft.version);
+    if (current === undefined || current.drafts.length >= checkpointVersionCountMax || idxBytes + recordBytes > checkpointIdxSizeSoftMaxBytes) {
       current = { drafts: [], blocks: [] };
       plans.push(current);
+      idxBytes = 0;
     }
     current.drafts.push(draft);
+    idxBytes += recordBytes;
     for (let slot = 0; slot < draft.flat.length / blockIdBytes; slot++) {
       if (isZeroId(draft.flat, slot)) continue;
       const id = Buffer.from(draft.flat.subarray(slot * blockIdBytes, (slot + 1) * blockIdBytes));
@@ -198,6 +204,7 @@ function planArchives(drafts: readonly Draft[], shipped: Set<string>): { drafts:
         // archive of the checkpoint; importers wait until every block a version needs is known.
         current = { drafts: [], blocks: [] };
         plans.push(current);
+        idxBytes = 0;
       }
       current.blocks.push(id);
     }
