@@ -1,8 +1,9 @@
 /**
  * zippy-export through real mounts and real tools: the standard zip passes Info-ZIP `unzip -t` and
  * Python's `zipfile.testzip()`, and unpacked with `unzip` it is the mount's tree (contents, modes,
- * file mtimes to the second, symlinks, empty directories, a conflict copy); a checkpoint copied
- * alone into an empty sync dir mounts to the same tree. Also: zip64 end records (more than 65,535
+ * file mtimes to the second, symlinks, empty directories, a conflict copy), and so does a mount of
+ * an empty sync dir holding only that zip (a plain zip); a checkpoint copied alone into an empty
+ * sync dir mounts to the same tree. Also: zip64 end records (more than 65,535
  * entries) for both readers, and an encrypted sync dir (the checkpoint is sealed, -o decrypts).
  */
 import assert from 'node:assert/strict';
@@ -79,7 +80,7 @@ function writeTree(root: string): void {
   utimesSync(join(root, 'tool.sh'), 1_234_567_890, 1_234_567_890);
 }
 
-test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s tree; the checkpoint alone mounts to it', { skip }, async () => {
+test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s tree, so does the zip as a plain zip; the checkpoint alone mounts to it', { skip }, async () => {
   const syncDir = scratch('zippy-export-sync-');
   const work = scratch('zippy-export-work-');
   process.env['XDG_CONFIG_HOME'] = scratch('zippy-config-');
@@ -120,6 +121,18 @@ test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s
     const unzipTree = comparable(snapshotTree(unpacked));
     assert.deepEqual(diffTrees(mountTree, unzipTree, ['type', 'mode', 'size', 'sha256', 'target', 'mtimeNs']), []);
     assert.equal(unzipTree.get('empty')?.type, 'dir');
+
+    // The standard zip itself dropped into an empty sync dir mounts (as a plain zip) to the same tree.
+    const plainSync = scratch('zippy-export-plain-');
+    copyFileSync(zipPath, join(plainSync, 'export.zip'));
+    const plainMount = await mountZippy({ syncDir: plainSync });
+    try {
+      const plainTree = comparable(snapshotTree(plainMount.mountpoint));
+      assert.deepEqual(diffTrees(mountTree, plainTree, ['type', 'mode', 'size', 'sha256', 'target', 'mtimeNs']), []);
+      await plainMount.unmount();
+    } finally {
+      await plainMount.cleanup();
+    }
 
     // --path: a subtree, entries relative to it.
     const subZip = join(work, 'docs.zip');
