@@ -246,6 +246,29 @@ test('encrypted sync dir: the checkpoint is sealed and bootstraps a member; -o d
   assert.match(stranger.stderr, /zippy-key request/);
 });
 
+test('a checkpoint of its own older versions does not set a mount back: later edits build on its newest version', async () => {
+  const syncDir = scratch('zippy-export-own-');
+  const home = scratch('zippy-export-own-home-');
+  const env = { ...process.env, XDG_CONFIG_HOME: home };
+  const box = await openSyncBox(syncDir);
+  try {
+    writeBoxFile(box, '/a.txt', 'v1');
+    await box.engine.publishNow();
+    // The checkpoint carries v1 (this box's own stamp); the box then publishes v2 before seeing it.
+    assert.equal(exportCli(['--zip', syncDir], env).status, 0);
+    writeBoxFile(box, '/a.txt', 'v2');
+    await box.engine.publishNow();
+    await box.engine.importNow();
+    writeBoxFile(box, '/a.txt', 'v3');
+    await box.engine.publishNow();
+    await box.engine.importNow();
+    assert.deepEqual(box.fs.readdir(box.fs.resolve('/')).map((e) => e.name).filter((n) => n !== '.' && n !== '..').sort(), ['a.txt']);
+    assert.equal(readBoxFile(box, '/a.txt'), 'v3');
+  } finally {
+    await box.cleanup();
+  }
+});
+
 test('exit codes: usage 2, unreadable archive 1 with its name, --help 0', async () => {
   assert.equal(exportCli(['relative/dir']).status, 2);
   assert.equal(exportCli(['/tmp']).status, 2, 'a checkpoint only when asked for with --zip');

@@ -685,8 +685,11 @@ export class SyncEngine {
     // A publisher writes only its own versions, so the header's writer is their machine.
     for (const v of idx.versions) this.state.setReplicaBoxid(v.stamp.boxid, idx.header.writerBoxid);
     for (const [i, v] of idx.versions.entries()) {
-      if (this.recordVersion(v, resolved[i]!)) touched.add(v.path);
-      if (v.stamp.boxid === this.replicaId) this.adopt(v);
+      const fresh = this.recordVersion(v, resolved[i]!);
+      if (fresh) touched.add(v.path);
+      // Only versions this store never recorded (a killed publisher's): a known own version that
+      // comes again (a checkpoint repeats versions) may be older than what the inode shows now.
+      if (fresh && v.stamp.boxid === this.replicaId) this.adopt(v);
     }
   }
 
