@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { listVersions } from '../src/sync/history.js';
+import { listVersions, parseTimeNs, parseVersionId } from '../src/sync/history.js';
 import { diffTrees, mountSkipReason, mountZippy, repoRoot, snapshotTree, scratchDirs, type TestMount, type TreeEntry } from './fixtures.js';
 
 const skip = mountSkipReason();
@@ -144,4 +144,19 @@ test('a mount at=T shows exactly the tree of T, read-only; versions list and rea
     for (const h of history) await h.cleanup();
     await a.cleanup();
   }
+});
+
+test('times: unix seconds and ISO 8601 to ns; bad ones are refused; version ids parse back', () => {
+  assert.equal(parseTimeNs('1764000000'), 1_764_000_000_000_000_000n);
+  assert.equal(parseTimeNs('1764000000.25'), 1_764_000_000_250_000_000n);
+  assert.equal(parseTimeNs('2026-11-22'), 1_795_305_600_000_000_000n);
+  assert.equal(parseTimeNs('2026-11-22T23:10:00Z'), 1_795_389_000_000_000_000n);
+  assert.equal(parseTimeNs('2026-11-22T23:10:00.123456789Z'), 1_795_389_000_123_456_789n);
+  assert.equal(parseTimeNs('2026-11-22T23:10:00+01:00'), 1_795_385_400_000_000_000n);
+  for (const bad of ['', 'yesterday', '2026-13-45', '17640000000000000', '-5', '2026-11-22T25:00:00Z']) {
+    assert.throws(() => parseTimeNs(bad), { code: 'BAD_INPUT' }, bad);
+  }
+  assert.deepEqual(parseVersionId(`17:${'ab'.repeat(16)}`), { counter: 17, boxid: 'ab'.repeat(16) });
+  assert.equal(parseVersionId('0:' + 'ab'.repeat(16)), undefined);
+  assert.equal(parseVersionId('17:xyz'), undefined);
 });

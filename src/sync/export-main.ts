@@ -43,7 +43,8 @@ Reads the sync dir directly (no mount needed) and merges its archives exactly as
   --path SUB         only this subtree (zip entries are relative to it; a file gives one entry)
   --at TIME          the tree as it was at TIME: archives published at or before it. TIME is unix
                      seconds (1764000000, 1764000000.25) or ISO 8601 (2026-11-22T23:10:00Z,
-                     2026-11-22T23:10:00+01:00, 2026-11-22 = midnight UTC)
+                     2026-11-22T23:10:00+01:00; 2026-11-22 = midnight UTC; a time without a
+                     zone is local time)
   --versions PATH    list every version of PATH the archives hold: publish time, machine, size,
                      deleted or not, and its id (for --version)
   --cat PATH         write PATH's bytes to stdout: as it is now, at --at TIME, or the version --version ID
