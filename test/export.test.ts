@@ -10,10 +10,13 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync, chmodSync, openSync, closeSync, writeSync, cpSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, test } from 'node:test';
 import { isSealed, initEncryptedSyncDir, loadOrCreateBoxid } from '../src/sync/crypto/index.js';
 import { TreeZipWriter } from '../src/sync/export-zip.js';
+import { writeCheckpoint } from '../src/sync/export.js';
+import { openSyncView } from '../src/sync/view.js';
+import { rootCtx } from '../src/inode/types.js';
 import {
   diffTrees, mountSkipReason, mountZippy, openSyncBox, readBoxFile, repoRoot, runTool, seededRandom, snapshotTree, scratchDirs,
   type TestMount, type TreeEntry, writeBoxFile,
@@ -266,6 +269,59 @@ test('a checkpoint of its own older versions does not set a mount back: later ed
     assert.equal(readBoxFile(box, '/a.txt'), 'v3');
   } finally {
     await box.cleanup();
+  }
+});
+
+test('a checkpoint split over many archives (tiny limits: a file spans archives, two machines) bootstraps a fresh sync dir', async () => {
+  const syncDir = scratch('zippy-export-split-');
+  const rand = seededRandom(11);
+  const content = (blocks: number): Buffer => {
+    const b = Buffer.alloc(blocks * 4096 - 100);
+    for (let i = 0; i < b.length; i += 4) b.writeUInt32LE(rand.int(0x100000000), i);
+    return b;
+  };
+  const files: Record<string, Buffer> = { '/f1': content(3), '/f2': content(2), '/d/f3': content(10), '/d/e/f4': content(1) };
+  const a = await openSyncBox(syncDir);
+  const b = await openSyncBox(syncDir);
+  try {
+    a.fs.mkdir(rootCtx, a.fs.resolve('/'), 'd', 0o755);
+    a.fs.mkdir(rootCtx, a.fs.resolve('/d'), 'e', 0o750);
+    for (const [path, data] of Object.entries(files)) writeBoxFile(a, path, data);
+    await a.engine.publishNow();
+    const g = content(2);
+    writeBoxFile(b, '/g', g);
+    await b.engine.publishNow();
+    files['/g'] = g;
+    const view = await openSyncView({ syncDir, boxid: a.boxid });
+    let report;
+    try {
+      assert.deepEqual(view.warnings, []);
+      report = await writeCheckpoint(view, { syncDir, boxid: a.boxid, keyring: undefined, subPath: '', limits: { versionCountMax: 2, blockCountMax: 3, idxSizeSoftMaxBytes: 1 << 20 } });
+    } finally {
+      await view.close();
+    }
+    assert.equal(report.blockCount, 18);
+    assert.ok(report.archives.length >= 7, `${report.archives.length} archives`);
+    const fresh = scratch('zippy-export-split-fresh-');
+    for (const archive of report.archives) {
+      copyFileSync(archive.zipPath, join(fresh, basename(archive.zipPath)));
+      copyFileSync(archive.idxPath, join(fresh, basename(archive.idxPath)));
+    }
+    const warnings: string[] = [];
+    const c = await openSyncBox(fresh, { log: (m) => warnings.push(m) });
+    try {
+      assert.deepEqual(warnings, []);
+      for (const [path, data] of Object.entries(files)) {
+        const ino = c.fs.resolve(path);
+        assert.ok(c.fs.read(ino, 0, data.length + 1).equals(data), path);
+      }
+      assert.equal(c.fs.getattr(c.fs.resolve('/d/e')).mode & 0o7777, 0o750);
+    } finally {
+      await c.cleanup();
+    }
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
   }
 });
 

@@ -14,7 +14,7 @@
  * names show it); one machine's versions go into several archives when they pass the per-archive
  * limits.
  */
-import { FsError } from '../errors.js';
+import { assert, FsError } from '../errors.js';
 import { blockSizeBytes, treeDepthMax } from '../limits.js';
 import { archivePointer, type PortNode } from '../inode/sync-port.js';
 import { ArchiveBlockReader } from './archive-reader.js';
@@ -125,7 +125,19 @@ export interface CheckpointOptions {
   readonly subPath: string;
   readonly compressionLevel?: number;
   readonly progress?: Progress;
+  /** Per-archive limits (tests make them small); default the limits in limits.ts. */
+  readonly limits?: CheckpointLimits;
 }
+
+export interface CheckpointLimits {
+  readonly versionCountMax: number;
+  readonly blockCountMax: number;
+  readonly idxSizeSoftMaxBytes: number;
+}
+
+const checkpointLimitsDefault: CheckpointLimits = {
+  versionCountMax: checkpointVersionCountMax, blockCountMax: checkpointBlockCountMax, idxSizeSoftMaxBytes: checkpointIdxSizeSoftMaxBytes,
+};
 
 
 function inScope(path: string, subPath: string): boolean {
@@ -180,13 +192,13 @@ function versionRecordBytes(version: FileVersion): number {
 }
 
 /** Splits one machine's drafts into archives under the limits; each block goes with the first version needing it. */
-function planArchives(drafts: readonly Draft[], shipped: Set<string>): { drafts: Draft[]; blocks: Buffer[] }[] {
+function planArchives(drafts: readonly Draft[], shipped: Set<string>, limits: CheckpointLimits): { drafts: Draft[]; blocks: Buffer[] }[] {
   const plans: { drafts: Draft[]; blocks: Buffer[] }[] = [];
   let current: { drafts: Draft[]; blocks: Buffer[] } | undefined;
   let idxBytes = 0;
   for (const draft of drafts) {
     const recordBytes = versionRecordBytes(draft.version);
-    if (current === undefined || current.drafts.length >= checkpointVersionCountMax || idxBytes + recordBytes > checkpointIdxSizeSoftMaxBytes) {
+    if (current === undefined || current.drafts.length >= limits.versionCountMax || idxBytes + recordBytes > limits.idxSizeSoftMaxBytes) {
       current = { drafts: [], blocks: [] };
       plans.push(current);
       idxBytes = 0;
@@ -199,7 +211,7 @@ function planArchives(drafts: readonly Draft[], shipped: Set<string>): { drafts:
       const hex = id.toString('hex');
       if (shipped.has(hex)) continue;
       shipped.add(hex);
-      if (current.blocks.length >= checkpointBlockCountMax) {
+      if (current.blocks.length >= limits.blockCountMax) {
         // A file larger than one archive's blocks: the rest of its blocks go into the next
         // archive of the checkpoint; importers wait until every block a version needs is known.
         current = { drafts: [], blocks: [] };
@@ -217,6 +229,10 @@ function planArchives(drafts: readonly Draft[], shipped: Set<string>): { drafts:
  * archives written; nothing is written when the view has no versions in scope.
  */
 export async function writeCheckpoint(view: SyncView, options: CheckpointOptions): Promise<CheckpointReport> {
+  const limits = options.limits ?? checkpointLimitsDefault;
+  assert(limits.versionCountMax >= 1 && limits.versionCountMax <= checkpointVersionCountMax, 'checkpoint version limit');
+  assert(limits.blockCountMax >= 1 && limits.blockCountMax <= checkpointBlockCountMax, 'checkpoint block limit');
+  assert(limits.idxSizeSoftMaxBytes >= 1 && limits.idxSizeSoftMaxBytes <= checkpointIdxSizeSoftMaxBytes, 'checkpoint idx size limit');
   const { byMachine, skipped } = collectHeads(view, options);
   const state = view.engine.state;
   const keyring = options.keyring;
@@ -229,7 +245,7 @@ export async function writeCheckpoint(view: SyncView, options: CheckpointOptions
     for (const [machine, drafts] of [...byMachine].sort(([a], [b]) => (a < b ? -1 : 1))) {
       // Parents first: a peer installs shallow paths first anyway, this keeps the idx readable.
       drafts.sort((a, b) => (a.version.path < b.version.path ? -1 : a.version.path > b.version.path ? 1 : 0));
-      for (const plan of planArchives(drafts, shipped)) {
+      for (const plan of planArchives(drafts, shipped, limits)) {
         const payloads = function* (): Generator<BlockPayload> {
           for (const id of plan.blocks) {
             const stored = state.block(id);
