@@ -14,7 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -181,6 +181,23 @@ function storeDirOf(options: MountOptions): string {
   return defaultStoreDir(options.syncDir, `${options.mountpoint}\0at=${options.at}`);
 }
 
+/** True when the store lock file names a process that is alive (not this one). */
+function lockHolderAlive(lockPath: string): boolean {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
+  } catch {
+    return false;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Marks a store directory as a history mount's (so it may be emptied). */
 const historyMarker = 'HISTORY';
 
@@ -192,6 +209,8 @@ function clearHistoryStore(storeDir: string): void {
   if (existsSync(join(storeDir, 'lmdb')) && !existsSync(join(storeDir, historyMarker))) {
     throw new UsageError(`store=${storeDir} holds a store that is not a history mount's; give at= mounts their own store directory`);
   }
+  // A store another live process holds is left alone: Store.open then refuses it (LOCKED).
+  if (lockHolderAlive(join(storeDir, 'LOCK'))) return;
   for (const part of ['lmdb', 'segments', 'LOCK']) rmSync(join(storeDir, part), { recursive: true, force: true });
   mkdirSync(storeDir, { recursive: true });
   writeFileSync(join(storeDir, historyMarker), 'zippy-fs history mount store: emptied at every at= mount\n');
