@@ -634,3 +634,18 @@ export function boxPathExists(box: SyncBox, path: string): boolean {
     return false;
   }
 }
+
+/** A set of temporary directories a test file makes as it goes and removes at its end (`after(() => set.removeAll())`). */
+export function scratchDirs(): { make(prefix: string): string; removeAll(): void } {
+  const dirs: string[] = [];
+  return {
+    make(prefix) {
+      const dir = tempDir(prefix);
+      dirs.push(dir);
+      return dir;
+    },
+    removeAll() {
+      for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

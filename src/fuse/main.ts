@@ -14,7 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,6 +24,7 @@ import { FileSystem } from '../inode/fs.js';
 import { Store } from '../inode/store.js';
 import { loadBoxid } from '../sync/boxid.js';
 import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
+import { isoOfNs, parseTimeNs } from '../sync/history.js';
 import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2, busy: 3 } as const;
@@ -42,6 +43,9 @@ Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountp
        debug            log every FUSE request (implies -f)
        publish_delay_ms=N  group-commit delay before changes are published (default 300)
        boxid_file=PATH  the machine's boxid file (default $XDG_CONFIG_HOME/zippy-fs/boxid)
+       at=TIME          read-only history: the tree as it was at TIME (archives published at or
+                        before it); unix seconds or ISO 8601 (2026-11-22T23:10:00Z); writes fail
+                        with EROFS and nothing is published; the store is temporary
   -h, --help     this text
 
 Exit codes: 0 unmounted cleanly, 1 failure, 2 usage error, 3 mountpoint busy.`;
@@ -60,6 +64,8 @@ export interface MountOptions {
   /** Group-commit delay of the publisher. */
   publishDelayMs: number;
   boxidFile: string | undefined;
+  /** History mount (`-o at=`): the time as ns since the epoch; read-only, publishes nothing. */
+  at: bigint | undefined;
   /** Options not known here, passed to libfuse as they are. */
   extra: string[];
 }
@@ -90,6 +96,7 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
     debug: false,
     publishDelayMs: publishDelayMsDefault,
     boxidFile: undefined,
+    at: undefined,
     extra: [],
   };
   for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
@@ -131,6 +138,13 @@ function applyOption(options: MountOptions, opt: string): void {
     case 'boxid_file':
       options.boxidFile = resolve(requireValue(key, value));
       return;
+    case 'at':
+      try {
+        options.at = parseTimeNs(requireValue(key, value));
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      return;
     default:
       options.extra.push(opt);
   }
@@ -156,6 +170,52 @@ export function defaultStoreDir(syncDir: string, mountpoint: string): string {
   return join(cache, 'zippy-fs', 'stores', id);
 }
 
+/**
+ * The store of a mount. A history mount (`-o at=`) gets its own store per (sync dir, mountpoint,
+ * time), emptied when it starts and when it unmounts: it is a cache of that view, never the
+ * store of the live mount, which it must not touch.
+ */
+function storeDirOf(options: MountOptions): string {
+  if (options.store !== undefined) return options.store;
+  if (options.at === undefined) return defaultStoreDir(options.syncDir, options.mountpoint);
+  return defaultStoreDir(options.syncDir, `${options.mountpoint}\0at=${options.at}`);
+}
+
+/** True when the store lock file names a process that is alive (not this one). */
+function lockHolderAlive(lockPath: string): boolean {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
+  } catch {
+    return false;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Marks a store directory as a history mount's (so it may be emptied). */
+const historyMarker = 'HISTORY';
+
+/**
+ * Empties a history mount's store (its log file stays). A store directory that holds a store but
+ * no history marker is refused: `-o store=` must never let a history mount wipe a real store.
+ */
+function clearHistoryStore(storeDir: string): void {
+  if (existsSync(join(storeDir, 'lmdb')) && !existsSync(join(storeDir, historyMarker))) {
+    throw new UsageError(`store=${storeDir} holds a store that is not a history mount's; give at= mounts their own store directory`);
+  }
+  // A store another live process holds is left alone: Store.open then refuses it (LOCKED).
+  if (lockHolderAlive(join(storeDir, 'LOCK'))) return;
+  for (const part of ['lmdb', 'segments', 'LOCK']) rmSync(join(storeDir, part), { recursive: true, force: true });
+  mkdirSync(storeDir, { recursive: true });
+  writeFileSync(join(storeDir, historyMarker), 'zippy-fs history mount store: emptied at every at= mount\n');
+}
+
 function validate(options: MountOptions): void {
   if (!options.syncDir.startsWith('/')) throw new UsageError(`the sync dir must be an absolute path: ${options.syncDir}`);
   if (!existsSync(options.syncDir)) throw new UsageError(`the sync dir does not exist: ${options.syncDir}`);
@@ -176,7 +236,7 @@ function log(message: string): void {
 
 /** Starts a detached foreground copy with its output in a log file; resolves with its exit status. */
 async function detach(options: MountOptions, argv: string[]): Promise<number> {
-  const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
+  const storeDir = storeDirOf(options);
   mkdirSync(storeDir, { recursive: true });
   const logPath = join(storeDir, 'zippy-fs.log');
   const logFd = openSync(logPath, 'a');
@@ -209,7 +269,8 @@ async function runForeground(options: MountOptions): Promise<number> {
     log(`${options.mountpoint} was left mounted by a process that died ("Transport endpoint is not connected"); cleaning it up`);
     await clearStaleMount(options.mountpoint);
   }
-  const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
+  const storeDir = storeDirOf(options);
+  if (options.at !== undefined) clearHistoryStore(storeDir);
   const store = Store.open(storeDir);
   for (const line of store.openReport.messages) log(line);
   const fs = new FileSystem(store, { cacheSizeBytes: options.cacheSizeBytes });
@@ -218,9 +279,11 @@ async function runForeground(options: MountOptions): Promise<number> {
   try {
     const boxid = loadBoxid(options.boxidFile);
     const started = Date.now();
-    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, watch: true, log });
-    log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})`);
-    handle = await mountBridge(fs, options, log);
+    const history = options.at === undefined ? { watch: true } : { watch: false, readOnly: true, asOfNs: options.at };
+    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, log, ...history });
+    log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})${options.at === undefined ? '' : `; read-only view as of ${isoOfNs(options.at)}`}`);
+    // A history mount is read-only in the kernel (every write is EROFS before it reaches us).
+    handle = await mountBridge(fs, options.at === undefined ? options : { ...options, extra: [...options.extra, 'ro'] }, log);
   } catch (e) {
     await sync?.stop().catch((err: unknown) => log(`sync stop failed: ${String(err)}`));
     await fs.close();
@@ -240,6 +303,7 @@ async function runForeground(options: MountOptions): Promise<number> {
         await fs.close();
         await handle.unmount();
         await store.close();
+        if (options.at !== undefined && options.store === undefined) clearHistoryStore(storeDir);
         log('unmounted cleanly');
         resolvePromise(exitCodes.ok);
       } catch (e) {

@@ -73,6 +73,13 @@ export interface SyncOptions {
   readonly log?: (message: string) => void;
   /** The zippy-fs config directory holding this machine's key pair (encrypted sync dirs); default defaultConfigDir(). */
   readonly configDir?: string;
+  /**
+   * History views (`zippy-fs -o at=`, `zippy-export --at`): import only archives whose idx header
+   * `createdNs` (the publish time) is at or before this time, and plain zips whose file mtime is.
+   */
+  readonly asOfNs?: bigint;
+  /** Never publish (history views, exports): the outbox is never read and nothing is written to the sync dir. */
+  readonly readOnly?: boolean;
 }
 
 /** The keys of the sync dir as last loaded: plain, encrypted with keys, or encrypted without a usable key. */
@@ -182,6 +189,8 @@ export class SyncEngine {
   readonly plain: PlainUnion;
   private readonly configDir: string;
   private keyState: KeyState = { kind: 'plain' };
+  private readonly asOfNs: bigint | undefined;
+  private readonly readOnly: boolean;
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -192,6 +201,8 @@ export class SyncEngine {
     this.log = options.log ?? ((m) => process.emitWarning(`zippy-fs sync: ${m}`));
     this.compressionLevel = options.compressionLevel ?? 1;
     this.signalDaemon = options.watch === true;
+    this.asOfNs = options.asOfNs;
+    this.readOnly = options.readOnly === true;
     const storeId = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
@@ -321,6 +332,7 @@ export class SyncEngine {
   }
 
   private async publish(all: boolean): Promise<PublishReport> {
+    if (this.readOnly) return { archives: [], versionCount: 0, blockCount: 0 };
     this.port.writeBackAll();
     const rows = this.publishableRows(all);
     this.lastPublishFileCount = rows.length;
@@ -632,8 +644,11 @@ export class SyncEngine {
       : (idxPath: string, name: string): Promise<Uint8Array> => readSealedFile(idxPath, { keys, archiveName: name, kind: 'idx', syncDir: this.syncDir }, idxSizeMaxBytes);
     const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true, ...(readIdxBytes === undefined ? {} : { readIdxBytes }) });
     for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
-    const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
-    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined && !this.sealed(a, keys));
+    const asOf = this.asOfNs;
+    const plainZips = asOf === undefined ? scan.plainZips : scan.plainZips.filter((z) => BigInt(Math.floor(z.mtimeMs)) * 1_000_000n <= asOf);
+    const plainPaths = await this.plain.refresh(plainZips, this.port, this.state);
+    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined
+      && (asOf === undefined || a.idx.header.createdNs <= asOf) && !this.sealed(a, keys));
     if (fresh.length === 0 && plainPaths.size === 0) return { imported: [], waiting: [] };
     const touched = new Set<string>(plainPaths);
     // Our own archives that a killed publisher committed but never recorded come first, so the
@@ -676,8 +691,11 @@ export class SyncEngine {
     // A publisher writes only its own versions, so the header's writer is their machine.
     for (const v of idx.versions) this.state.setReplicaBoxid(v.stamp.boxid, idx.header.writerBoxid);
     for (const [i, v] of idx.versions.entries()) {
-      if (this.recordVersion(v, resolved[i]!)) touched.add(v.path);
-      if (v.stamp.boxid === this.replicaId) this.adopt(v);
+      const fresh = this.recordVersion(v, resolved[i]!);
+      if (fresh) touched.add(v.path);
+      // Only versions this store never recorded (a killed publisher's): a known own version that
+      // comes again (a checkpoint repeats versions) may be older than what the inode shows now.
+      if (fresh && v.stamp.boxid === this.replicaId) this.adopt(v);
     }
   }
 

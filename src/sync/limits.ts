@@ -68,3 +68,15 @@ assert(blockStoredSizeMaxBytes < 2 ** 32, 'stored block sizes fit in u32');
 assert(archiveBlockCountMax * (blockStoredSizeMaxBytes + 200) < Number.MAX_SAFE_INTEGER, 'zip offsets are exact');
 assert(plainZipEntrySizeMaxBytes <= fileSizeMaxBytes, 'a plain zip entry fits in a file');
 assert(plainZipReadMaxBytesDefault <= plainZipEntrySizeMaxBytes, 'default read bound within the entry limit');
+
+/** Most versions in one archive of a checkpoint (zippy-export): a larger checkpoint is several archives. */
+export const checkpointVersionCountMax = 100_000;
+/** Most new blocks in one archive of a checkpoint (about 800 MiB of data). */
+export const checkpointBlockCountMax = 200_000;
+/** Approximate idx bytes (version records with their ids runs) after which a checkpoint starts another archive. */
+export const checkpointIdxSizeSoftMaxBytes = 32 * 1024 * 1024;
+
+assert(checkpointVersionCountMax <= idxVersionCountMax, 'a checkpoint archive holds its versions');
+assert(checkpointBlockCountMax <= archiveBlockCountMax, 'a checkpoint archive holds its blocks');
+assert(checkpointIdxSizeSoftMaxBytes + versionBlockIdCountMax * blockIdBytes + versionXattrSizeMaxBytes + archiveBlockCountMax * 40 + 2 * 65_536 < idxSizeMaxBytes,
+  'a checkpoint archive at the soft limit plus one largest version and a full block table fits in an idx');
