@@ -155,10 +155,12 @@ export async function startSshd(): Promise<Sshd> {
   const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-  const sshCommand = `ssh -i ${join(dir, 'client_key')} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes`;
+  const baseCommand = `ssh -i ${join(dir, 'client_key')} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes`;
+  // One multiplexed connection for all of a run's rsync and sh calls (what README recommends too).
+  const sshCommand = `${baseCommand} -o ControlMaster=auto -o ControlPath=${join(dir, 'cm-%C')} -o ControlPersist=60`;
   const deadline = Date.now() + 15_000;
   for (;;) {
-    const probe = spawnSync('ssh', [...sshCommand.split(' ').slice(1), 'root@127.0.0.1', 'true'], { encoding: 'utf8', timeout: 10_000 });
+    const probe = spawnSync('ssh', [...baseCommand.split(' ').slice(1), 'root@127.0.0.1', 'true'], { encoding: 'utf8', timeout: 10_000 });
     if (probe.status === 0) break;
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -170,6 +172,7 @@ export async function startSshd(): Promise<Sshd> {
     port, sshCommand,
     remoteFor: (d) => `root@127.0.0.1:${d}`,
     async stop() {
+      spawnSync('ssh', [...sshCommand.split(' ').slice(1), '-O', 'exit', 'root@127.0.0.1'], { stdio: 'ignore', timeout: 10_000 });
       child.kill('SIGTERM');
       await exitOf(child);
       rmSync(dir, { recursive: true, force: true });

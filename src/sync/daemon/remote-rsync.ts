@@ -7,9 +7,9 @@
  * short POSIX sh script, run by `sh -s` locally or `ssh <host> sh -s` remotely, with the script
  * on stdin (no command-line length limit). A commit is `ln temp real` (link(2) fails rather than
  * replace, atomically), falling back to `mv -n` where the server's file system has no hard links.
- * Listing is `rsync --list-only`: first the top level, then rmlog/ and keys/ (that order matters:
- * an archive deleted from the server had its rm-log chunk there before, so a listing that misses
- * the archive sees the chunk).
+ * Listing is one `rsync -r --list-only` filtered to the top level, rmlog/ and keys/; rsync reads the
+ * top level before it descends, and that order matters: an archive deleted from the server had its
+ * rm-log chunk there before, so a listing that misses the archive sees the chunk.
  */
 import { FsError } from '../../errors.js';
 import { addToInventory, emptyInventory } from './inventory.js';
@@ -131,16 +131,16 @@ export class RsyncRemote implements Remote {
   async list(hooks: TransferHooks): Promise<RemoteListing> {
     const inventory = emptyInventory();
     const temps: RemoteTemp[] = [];
-    const top = await this.rsyncList([], hooks);
-    for (const e of top.entries) {
-      if (e.path.startsWith(tempNamePrefix)) temps.push({ name: e.path, mtimeMs: e.mtimeMs });
-      else if (!e.isDir) addToInventory(inventory, e.path, e.sizeBytes);
+    // One recursive listing (one connection): rsync reads the top directory completely before it
+    // descends into rmlog/ and keys/, which keeps the order the run relies on.
+    const listed = await this.rsyncList(['-r', '--include=/*.zip', '--include=/*.idx', `--include=/${tempNamePrefix}*`, `--exclude=/${tempNamePrefix}*/**`,
+      '--include=/rmlog/***', '--include=/keys/***', '--exclude=*'], hooks);
+    for (const e of listed.entries) {
+      if (e.path.startsWith(tempNamePrefix)) {
+        if (!e.path.includes('/')) temps.push({ name: e.path, mtimeMs: e.mtimeMs });
+      } else if (!e.isDir) addToInventory(inventory, e.path, e.sizeBytes);
     }
-    if (top.exists) {
-      const tree = await this.rsyncList(['-r', '--include=/rmlog/***', '--include=/keys/***', '--exclude=*'], hooks);
-      for (const e of tree.entries) if (!e.isDir) addToInventory(inventory, e.path, e.sizeBytes);
-    }
-    return { inventory, temps, exists: top.exists };
+    return { inventory, temps, exists: listed.exists };
   }
 
   private async copy(fromUrl: string, toUrl: string, paths: readonly string[], hooks: TransferHooks): Promise<void> {
