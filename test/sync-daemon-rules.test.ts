@@ -246,3 +246,28 @@ test('a crafted rm-log chunk naming successors nobody has deletes nothing, anywh
   assert.equal(has(c.syncDir, victim), true);
   assert.equal(rc.skippedRetired, 0);
 });
+
+test('the commit step itself never replaces: a name taken between listing and commit is left alone', async () => {
+  const { RsyncRemote } = await import('../src/sync/daemon/remote-rsync.js');
+  const { commitStaged } = await import('../src/sync/daemon/local.js');
+  const { a, server } = setup();
+  mkdirSync(server, { recursive: true });
+  const name = newName();
+  writeFakeArchive(a.syncDir, name);
+  writeFileSync(join(server, `${name}.zip`), 'raced in');
+  const remote = new RsyncRemote({ kind: 'rsync', host: undefined, path: server, text: server }, 'ssh');
+  const outcome = await remote.upload(a.syncDir, `.tmp-${a.boxid}-${'0'.repeat(16)}`,
+    [[{ path: `${name}.zip` }], [{ path: `${name}.idx`, after: `${name}.zip` }]], false, { signal: new AbortController().signal });
+  assert.deepEqual(outcome.existed, [`${name}.zip`]);
+  assert.deepEqual(outcome.placed, [`${name}.idx`]);
+  assert.equal(readFileSync(join(server, `${name}.zip`), 'utf8'), 'raced in');
+  assert.deepEqual(readdirSync(server).filter((n) => n.startsWith('.')), []);
+
+  const staging = join(a.base, 'staging');
+  mkdirSync(staging);
+  writeFileSync(join(staging, `${name}.zip`), 'downloaded');
+  writeFileSync(join(a.syncDir, `${name}.zip`), 'local wins');
+  const local = await commitStaged(a.syncDir, staging, [[{ path: `${name}.zip` }]]);
+  assert.deepEqual(local.existed, [`${name}.zip`]);
+  assert.equal(readFileSync(join(a.syncDir, `${name}.zip`), 'utf8'), 'local wins');
+});

@@ -68,16 +68,49 @@ function checkSafePath(path: string): void {
   }
 }
 
-/** The sh function that commits one file of the temp dir `$T`: prints P (placed), E (existed), S (skipped) or F (failed). */
-const commitFunction = `c() {
-  if [ ! -f "$T/$1" ]; then echo "S $1"; return; fi
-  if [ -n "$2" ] && [ ! -f "$2" ]; then echo "S $1"; return; fi
-  if [ -n "$3" ]; then mkdir -p -- "$3" || { echo "F $1"; return; }; fi
-  if ln -- "$T/$1" "$1" 2>/dev/null; then echo "P $1"
-  elif [ -e "$1" ]; then echo "E $1"
-  elif mv -n -- "$T/$1" "$1" 2>/dev/null && [ ! -e "$T/$1" ]; then echo "P $1"
-  else echo "F $1"; fi
+/**
+ * sh functions that commit files of the temp dir `$T` in batches of one directory: `a path after`
+ * adds a file whose prerequisite `after` (if any) is in place, else prints `S path` (skipped); `r dir`
+ * hard-links the batch into `dir` with one `ln` (which fails per file on an existing name and goes
+ * on with the others), then prints for each file P (placed: the real name is now our file),
+ * E (existed: left alone) or F (failed), trying `mv -n` where hard links are not supported. Paths
+ * are checked to hold no shell-special characters, so the unquoted lists split only on spaces.
+ */
+const commitFunctions = `L=; N=
+a() { if [ -f "$T/$1" ] && { [ -z "$2" ] || [ -f "$2" ]; }; then L="$L $T/$1"; N="$N $1"; else echo "S $1"; fi; }
+r() {
+  if [ -z "$N" ]; then return; fi
+  [ "$1" = . ] || mkdir -p -- "$1"
+  ln -- $L "$1/" 2>/dev/null
+  for f in $N; do
+    if [ "$T/$f" -ef "$f" ]; then echo "P $f"
+    elif [ -e "$f" ]; then echo "E $f"
+    elif mv -n -- "$T/$f" "$f" 2>/dev/null && [ ! -e "$T/$f" ]; then echo "P $f"
+    else echo "F $f"; fi
+  done
+  L=; N=
 }`;
+
+/** Lines of the commit script for `phases`: per phase, per directory, batches of at most 500 files. */
+function commitLines(phases: readonly (readonly TransferItem[])[]): string[] {
+  const lines: string[] = [];
+  for (const phase of phases) {
+    const byDir = new Map<string, TransferItem[]>();
+    for (const item of phase) {
+      checkSafePath(item.path);
+      if (item.after !== undefined) checkSafePath(item.after);
+      const dir = item.path.includes('/') ? item.path.slice(0, item.path.lastIndexOf('/')) : '.';
+      byDir.set(dir, [...(byDir.get(dir) ?? []), item]);
+    }
+    for (const [dir, items] of byDir) {
+      for (const batch of batches(items, 500)) {
+        for (const item of batch) lines.push(`a ${item.path} ${item.after ?? ''}`);
+        lines.push(`r ${dir}`);
+      }
+    }
+  }
+  return lines;
+}
 
 export class RsyncRemote implements Remote {
   readonly kind = 'rsync';
@@ -170,12 +203,8 @@ export class RsyncRemote implements Remote {
       if (made.code !== 0) throw new FsError('EIO', `cannot create the server dir: ${stderrTail(made)}`, this.description);
     }
     await this.copy(`${localDir}/`, this.url(`${tempName}/`), items.map((i) => i.path), hooks);
-    const lines = [this.cdLine(), `T=${shellQuote(tempName)}`, commitFunction];
-    for (const item of items) {
-      checkSafePath(item.path);
-      const dir = item.path.includes('/') ? item.path.slice(0, item.path.lastIndexOf('/')) : '';
-      lines.push(`c ${shellQuote(item.path)} ${shellQuote(item.after ?? '')} ${shellQuote(dir)}`);
-    }
+    checkSafePath(tempName);
+    const lines = [this.cdLine(), `T=${tempName}`, commitFunctions, ...commitLines(phases)];
     lines.push('rm -rf -- "$T"');
     const result = await this.shell(`${lines.join('\n')}\n`, hooks);
     for (const line of result.stdout.split('\n')) {

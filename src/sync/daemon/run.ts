@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { isFsError } from '../../errors.js';
 import { loadKeyring } from '../crypto/index.js';
 import { deadArchives, readRmLogs, type RmLogOpenKeys } from '../rmlog.js';
-import { archiveFile, type Inventory, isWhole, keyCommitOrder } from './inventory.js';
+import { archiveFile, type ArchivePart, type Inventory, isWhole, keyCommitOrder } from './inventory.js';
 import { runErrorCountMax, staleTempAgeMs } from './limits.js';
 import { commitStaged, deleteLocalArchives, removeStaleLocalTemps, scanLocal } from './local.js';
 import type { Progress } from './progress.js';
@@ -99,6 +99,8 @@ class Run {
   readonly report: RunReport;
   local!: Inventory;
   remoteInv!: Inventory;
+  /** False when the server dir does not exist yet (the first upload creates it). */
+  rootExists = true;
   private readonly staging: string;
   private readonly hooks: TransferHooks;
   private readonly now: () => number;
@@ -134,8 +136,6 @@ class Run {
     }
   }
 
-  rootExists = true;
-
   /** Files the other side lacks; a file present on both sides with different sizes is an error (never replaced). */
   private missingFiles(from: Inventory, to: Inventory, where: string): string[] {
     const out: string[] = [];
@@ -147,23 +147,23 @@ class Run {
     return out;
   }
 
+  /** Records placed and existing files in `into` (sizes from `sizes`) and counts the placed ones. */
   private account(outcome: CommitOutcome, sizes: Inventory, moved: Moved, into: Inventory): void {
     for (const path of [...outcome.placed, ...outcome.existed]) {
+      const sizeBytes = this.sizeOf(sizes, path);
       const m = /^([0-9a-f]{32})\.(zip|idx)$/.exec(path);
-      const sizeBytes = m === null ? sizes.files.get(path)! : sizes.archives.get(m[1]!)![m[2] as 'zip' | 'idx']!;
-      if (m === null) into.files.set(path, sizeBytes);
-      else {
-        const a = into.archives.get(m[1]!) ?? {};
-        a[m[2] as 'zip' | 'idx'] = sizeBytes;
-        into.archives.set(m[1]!, a);
+      if (m === null) {
+        into.files.set(path, sizeBytes);
+        continue;
       }
+      const a = into.archives.get(m[1]!) ?? {};
+      a[m[2] as ArchivePart] = sizeBytes;
+      into.archives.set(m[1]!, a);
     }
     for (const path of outcome.placed) {
-      const isArchive = /^[0-9a-f]{32}\.(zip|idx)$/.test(path);
-      const sizeBytes = isArchive ? sizes.archives.get(path.slice(0, 32))![path.endsWith('.zip') ? 'zip' : 'idx']! : sizes.files.get(path)!;
       moved.files++;
-      moved.bytes += sizeBytes;
-      if (path.endsWith('.idx')) moved.archives++;
+      moved.bytes += this.sizeOf(sizes, path);
+      if (path.endsWith('.idx') && !path.includes('/')) moved.archives++;
       else if (path.startsWith('rmlog/')) moved.chunks++;
       else if (path.startsWith('keys/')) moved.keyFiles++;
     }
@@ -171,7 +171,7 @@ class Run {
 
   private sizeOf(inv: Inventory, path: string): number {
     const m = /^([0-9a-f]{32})\.(zip|idx)$/.exec(path);
-    return (m === null ? inv.files.get(path) : inv.archives.get(m[1]!)?.[m[2] as 'zip' | 'idx']) ?? 0;
+    return (m === null ? inv.files.get(path) : inv.archives.get(m[1]!)?.[m[2] as ArchivePart]) ?? 0;
   }
 
   private async download(phases: TransferItem[][]): Promise<void> {
@@ -250,7 +250,7 @@ class Run {
       else this.report.waitingForSuperseding++;
     }
     if (names.length === 0) return;
-    const present = (part: 'zip' | 'idx'): string[] => names.filter((n) => this.remoteInv.archives.get(n)![part] !== undefined).map((n) => archiveFile(n, part));
+    const present = (part: ArchivePart): string[] => names.filter((n) => this.remoteInv.archives.get(n)![part] !== undefined).map((n) => archiveFile(n, part));
     await this.ctx.remote.delete([...present('idx'), ...present('zip')], this.hooks);
     for (const n of names) this.remoteInv.archives.delete(n);
     this.report.deletedRemote += names.length;
