@@ -5,12 +5,13 @@
  * a local rsync remote, fake archives.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { tempDir } from './fixtures.js';
 import {
-  exitOf, makeMachine, newName, runSyncCli, startDaemon, waitFor, writeFakeArchive, type Machine,
+  exitOf, makeMachine, newName, runSyncCli, startDaemon, syncMainPath, waitFor, writeFakeArchive, type Machine,
 } from './sync-daemon-fixtures.js';
 
 const root = tempDir('zippy-syncd-cli-');
@@ -138,4 +139,18 @@ test('SIGUSR1 during a run is coalesced into one more run', async () => {
   } finally {
     if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
   }
+});
+
+test('progress on a TTY (stderr), none otherwise', () => {
+  const m = makeMachine('tty', root);
+  const server = join(root, 'srv-tty');
+  for (let i = 0; i < 3; i++) writeFakeArchive(m.syncDir, newName());
+  const quiet = runSyncCli(m, ['--once', '--remote', server, m.syncDir]);
+  assert.equal(quiet.code, 0);
+  assert.doesNotMatch(quiet.stderr, /files .* MiB/);
+  for (let i = 0; i < 3; i++) writeFakeArchive(m.syncDir, newName());
+  const command = [process.execPath, syncMainPath(), '--once', '--remote', server, m.syncDir].map((w) => `'${w}'`).join(' ');
+  const r = spawnSync('script', ['-qec', command, '/dev/null'], { env: m.env, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /zippy-sync up {3}6\/6 files/);
 });

@@ -271,3 +271,59 @@ test('the commit step itself never replaces: a name taken between listing and co
   assert.deepEqual(local.existed, [`${name}.zip`]);
   assert.equal(readFileSync(join(a.syncDir, `${name}.zip`), 'utf8'), 'local wins');
 });
+
+test('encrypted sync dir: key files travel (fs.json last), sealed rm-log chunks are opened with the keyring', async () => {
+  const { initEncryptedSyncDir, loadKeyring } = await import('../src/sync/crypto/index.js');
+  const { a, b, server } = setup();
+  const configA = join(a.base, 'config', 'zippy-fs');
+  initEncryptedSyncDir(a.syncDir, configA);
+  const keyring = loadKeyring(a.syncDir, configA);
+  assert.ok(keyring.encrypted);
+  const old = newName();
+  const successor = newName();
+  writeFakeArchive(a.syncDir, old);
+  const first = syncOnce(a, server);
+  assert.ok(first.up.keyFiles >= 3, 'marker, generation record, request and sealed key travel');
+  assert.equal(existsSync(join(server, 'keys', 'fs.json')), true);
+  // b has no key: it gets the key files and archives, cannot read rm-logs, deletes nothing.
+  const bFirst = syncOnce(b, server);
+  assert.equal(existsSync(join(b.syncDir, 'keys', 'fs.json')), true);
+  assert.equal(has(b.syncDir, old), true);
+  await appendRmLog(a.syncDir, a.boxid, [{ archive: old, retiredAtMs: Date.now(), supersededBy: [successor] }],
+    { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId });
+  writeFakeArchive(a.syncDir, successor);
+  rmSync(join(a.syncDir, `${old}.idx`));
+  rmSync(join(a.syncDir, `${old}.zip`));
+  const retire = syncOnce(a, server);
+  assert.deepEqual(retire.warnings, [], 'the sealed chunk opened');
+  assert.equal(retire.deletedRemote, 1);
+  const bRetire = syncOnce(b, server);
+  assert.equal(bRetire.deletedLocal, 0, 'without a key b cannot read the chunk, so it deletes nothing');
+  assert.match(bRetire.warnings.join('\n'), /rm-logs not read/);
+  assert.equal(has(b.syncDir, old), true);
+  assert.equal(bFirst.ok && bRetire.ok, true);
+});
+
+test('SIGTERM during a transfer: exit 0, pid file removed, status says aborted, nothing partial under a real name', async () => {
+  const { a, server } = setup();
+  const big = newName();
+  writeFakeArchive(a.syncDir, big, randomBytes(96 * 1024 * 1024), randomBytes(1000));
+  const daemon = startDaemon(a, ['--interval', '1h', '--remote', server, a.syncDir]);
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const temp = existsSync(server) ? readdirSync(server).find((n) => n.startsWith('.tmp-')) : undefined;
+    if (temp !== undefined) break;
+    await sleep(1);
+  }
+  daemon.child.kill('SIGTERM');
+  const exit = await exitOf(daemon.child);
+  assert.equal(exit.code, 0, daemon.output());
+  assert.equal(existsSync(join(a.cacheDir, 'sync.pid')), false);
+  const status = JSON.parse(readFileSync(join(a.cacheDir, 'sync-status.json'), 'utf8')) as { state: string; lastRun: { aborted: boolean; ok: boolean } | null };
+  assert.equal(status.state, 'stopped');
+  const zipPath = join(server, `${big}.zip`);
+  if (existsSync(zipPath)) assert.equal(statSync(zipPath).size, 96 * 1024 * 1024);
+  process.stdout.write(`# SIGTERM: run aborted=${status.lastRun?.aborted}, whole zip on the server=${existsSync(zipPath)}\n`);
+  assert.equal(syncOnce(a, server).ok, true);
+  assert.deepEqual(readFileSync(zipPath), readFileSync(join(a.syncDir, `${big}.zip`)));
+});
