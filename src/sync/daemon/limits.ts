@@ -22,7 +22,7 @@ export const transferBatchFileCountMax = 20_000;
 export const listingEntryCountMax = 4_000_000;
 /** Bytes of output kept from one child process (listings of 4M entries fit). */
 export const childOutputSizeMaxBytes = 512 * 1024 * 1024;
-/** Errors kept in one run report (more are counted, not listed). */
+/** Errors, and warnings, kept in one run report (more are dropped: the first ones say what is wrong). */
 export const runErrorCountMax = 100;
 /** Grace before a second SIGTERM/SIGINT forces the exit. */
 export const stopGraceMs = 10_000;

@@ -195,6 +195,7 @@ async function runDaemon(o: DaemonOptions): Promise<number> {
   };
   let lastExit: number = syncExit.ok;
   const stop = (): void => {
+    stopping = true; // a SIGUSR1 arriving while the process winds down starts nothing
     if (timer !== undefined) clearTimeout(timer);
     status.state = 'stopped';
     status.nextRunAt = null;

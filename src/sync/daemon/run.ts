@@ -120,6 +120,10 @@ class Run {
     if (this.report.errors.length < runErrorCountMax) this.report.errors.push(message);
   }
 
+  warn(message: string): void {
+    if (this.report.warnings.length < runErrorCountMax) this.report.warnings.push(message);
+  }
+
   /** Steps 1–2. */
   async survey(): Promise<void> {
     const scanned = await scanLocal(this.ctx.syncDir);
@@ -181,7 +185,7 @@ class Run {
     await this.ctx.remote.download(paths, this.staging, this.hooks);
     const outcome = await commitStaged(this.ctx.syncDir, this.staging, phases);
     this.ctx.progress?.end();
-    for (const p of outcome.skipped) this.report.warnings.push(`${p}: not downloaded (gone from the server, or its zip is missing)`);
+    for (const p of outcome.skipped) this.warn(`${p}: not downloaded (gone from the server, or its zip is missing)`);
     this.account(outcome, this.remoteInv, this.report.down, this.local);
   }
 
@@ -201,11 +205,11 @@ class Run {
       keys = keyring.encrypted ? keyring.keys : undefined;
     } catch (e) {
       if (!isFsError(e, 'BAD_KEY')) throw e;
-      this.report.warnings.push(`rm-logs not read, nothing retired is deleted or skipped: ${e.message}`);
+      this.warn(`rm-logs not read, nothing retired is deleted or skipped: ${e.message}`);
       return new Map();
     }
     const { chunks, problems } = await readRmLogs(this.ctx.syncDir, keys);
-    for (const p of problems) this.report.warnings.push(`${p.place}: ${p.message}`);
+    for (const p of problems) this.warn(`${p.place}: ${p.message}`);
     return deadArchives(chunks);
   }
 
@@ -237,7 +241,7 @@ class Run {
     this.ctx.progress?.begin('up', paths.length, paths.reduce((s, p) => s + this.sizeOf(this.local, p), 0), (p) => this.sizeOf(this.local, p));
     const outcome = await this.ctx.remote.upload(this.ctx.syncDir, newTempName(this.ctx.boxid), phases, !this.rootExists, this.hooks);
     this.ctx.progress?.end();
-    for (const p of outcome.skipped) this.report.warnings.push(`${p}: not uploaded (gone locally, or its zip is not on the server)`);
+    for (const p of outcome.skipped) this.warn(`${p}: not uploaded (gone locally, or its zip is not on the server)`);
     this.account(outcome, this.local, this.report.up, this.remoteInv);
   }
 
