@@ -5,6 +5,7 @@
  * after a revoke, later archives are unreadable to the revoked machine.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -226,5 +227,67 @@ test('after revoke, archives written later are unreadable to the revoked machine
   } finally {
     await a.cleanup();
     await b.cleanup();
+  }
+});
+
+test('stop on a machine without a key keeps unpublished changes in the outbox, says so, and the next start with a key publishes them', async () => {
+  const [ma, mb, mc] = [machine(), machine(), machine()];
+  const syncDir = encryptedDir(ma, mb);
+  const c = await box(syncDir, mc);
+  let engine = c.engine;
+  try {
+    writeBoxFile(c, '/waiting.txt', 'written before any grant');
+    const before = readdirSync(syncDir).sort();
+    const pending = engine.port.outboxCount();
+    assert.ok(pending >= 1);
+    const report = await engine.stop();
+    assert.equal(report.unpublishedCount, pending);
+    assert.match(report.reason ?? '', /BAD_KEY/);
+    const said = mc.warnings.find((w) => w.includes('could not be published'));
+    assert.ok(said !== undefined, mc.warnings.join('\n'));
+    assert.match(said, /stay in the outbox/);
+    assert.match(said, /zippy-key request/);
+    assert.match(said, /once this machine has a key/);
+    assert.deepEqual(readdirSync(syncDir).sort(), before, 'nothing reached the encrypted dir in clear');
+    // A restart without a key still starts (the outbox waits) and keeps the row.
+    await c.t.reopen();
+    const { SyncEngine } = await import('../src/sync/engine.js');
+    const options = { syncDir, boxid: mc.boxid, configDir: mc.configDir, publishDelayMs: 60_000, log: (w: string) => mc.warnings.push(w) };
+    engine = await SyncEngine.start(c.t.fs, options);
+    assert.equal(engine.port.outboxCount(), pending);
+    assert.ok(mc.warnings.some((w) => w.includes('wait in the outbox until this machine has a key')), mc.warnings.join('\n'));
+    await engine.abandon();
+    // Granted: the next start publishes what waited, and a member reads it.
+    requestAccess(syncDir, mc.configDir);
+    grantAccess(syncDir, ma.configDir, mc.boxid, requestFingerprint(syncDir, mc.boxid));
+    await c.t.reopen();
+    engine = await SyncEngine.start(c.t.fs, options);
+    assert.equal(engine.port.outboxCount(), 0);
+    const a = await box(syncDir, ma);
+    try {
+      assert.equal(readBoxFile(a, '/waiting.txt'), 'written before any grant');
+    } finally {
+      await a.cleanup();
+    }
+  } finally {
+    await engine.stop();
+    await c.t.cleanup();
+  }
+});
+
+test('a plain zip dropped into an encrypted sync dir is ignored with a warning (it could come from anyone)', async () => {
+  const [ma, mb] = [machine(), machine()];
+  const syncDir = encryptedDir(ma, mb);
+  const zipPath = join(syncDir, 'injected.zip');
+  const src = dir('zippy-crypto-zipsrc-');
+  writeFileSync(join(src, 'injected.txt'), 'not from a member');
+  assert.equal(spawnSync('zip', ['-q', zipPath, 'injected.txt'], { cwd: src }).status, 0);
+  const a = await box(syncDir, ma);
+  try {
+    await a.engine.importNow();
+    assert.equal(boxPathExists(a, '/injected.txt'), false);
+    assert.ok(ma.warnings.some((w) => w.includes(zipPath) && w.includes('only takes sealed archives')), ma.warnings.join('\n'));
+  } finally {
+    await a.cleanup();
   }
 });

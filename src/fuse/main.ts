@@ -18,11 +18,12 @@ import { existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isFsError } from '../errors.js';
+import { FsError, isFsError } from '../errors.js';
 import { cacheSizeBytesDefault, cacheSizeBytesMin } from '../limits.js';
 import { FileSystem } from '../inode/fs.js';
 import { Store } from '../inode/store.js';
 import { loadBoxid } from '../sync/boxid.js';
+import { defaultConfigDir, ensureEncryptedSyncDir } from '../sync/crypto/index.js';
 import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
 import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
 
@@ -42,6 +43,9 @@ Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountp
        debug            log every FUSE request (implies -f)
        publish_delay_ms=N  group-commit delay before changes are published (default 300)
        boxid_file=PATH  the machine's boxid file (default $XDG_CONFIG_HOME/zippy-fs/boxid)
+       encrypt          make a new, empty sync dir encrypted (as zippy-key init; this machine
+                        becomes its first member); no-op on an encrypted one; refused (exit 2)
+                        on a plain sync dir that holds archives: a sync dir stays as created
   -h, --help     this text
 
 Exit codes: 0 unmounted cleanly, 1 failure, 2 usage error, 3 mountpoint busy.`;
@@ -60,6 +64,8 @@ export interface MountOptions {
   /** Group-commit delay of the publisher. */
   publishDelayMs: number;
   boxidFile: string | undefined;
+  /** -o encrypt: initialise a new sync dir encrypted (ensureEncryptedSyncDir). */
+  encrypt: boolean;
   /** Options not known here, passed to libfuse as they are. */
   extra: string[];
 }
@@ -90,6 +96,7 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
     debug: false,
     publishDelayMs: publishDelayMsDefault,
     boxidFile: undefined,
+    encrypt: false,
     extra: [],
   };
   for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
@@ -130,6 +137,10 @@ function applyOption(options: MountOptions, opt: string): void {
     }
     case 'boxid_file':
       options.boxidFile = resolve(requireValue(key, value));
+      return;
+    case 'encrypt':
+      if (value !== undefined) throw new UsageError('option encrypt takes no value');
+      options.encrypt = true;
       return;
     default:
       options.extra.push(opt);
@@ -236,11 +247,14 @@ async function runForeground(options: MountOptions): Promise<number> {
       stopping = true;
       log(`${signal}: writing back and unmounting`);
       try {
-        await sync?.stop();
+        // A failed final publish (e.g. no key yet for an encrypted sync dir) keeps the changes in
+        // the store's outbox and is logged by the engine; the unmount itself goes on cleanly.
+        const report = await sync?.stop();
         await fs.close();
         await handle.unmount();
         await store.close();
-        log('unmounted cleanly');
+        const left = report?.unpublishedCount ?? 0;
+        log(left === 0 ? 'unmounted cleanly' : `unmounted cleanly; ${left} change(s) NOT published (kept in the store, published at the next mount)`);
         resolvePromise(exitCodes.ok);
       } catch (e) {
         log(`unmount failed: ${String(e)}`);
@@ -250,6 +264,27 @@ async function runForeground(options: MountOptions): Promise<number> {
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGTERM', () => void stop('SIGTERM'));
   });
+}
+
+/**
+ * -o encrypt, before anything is mounted (so a refusal reaches the terminal with exit 2, also
+ * without -f; the detached child repeats it as a no-op): a new or empty sync dir becomes
+ * encrypted, an encrypted one stays as it is, a plain one with archives is refused.
+ */
+function encryptSyncDir(options: MountOptions): void {
+  try {
+    const { initialised } = ensureEncryptedSyncDir(options.syncDir, defaultConfigDir());
+    if (initialised !== undefined) {
+      log(`-o encrypt: ${options.syncDir} is now an encrypted sync dir (filesystem ${initialised.fsid}); this machine `
+        + `(boxid ${initialised.boxid}, fingerprint ${initialised.fingerprint}) is its first member. Add machines with zippy-key request / grant.`);
+    }
+  } catch (e) {
+    if (e instanceof FsError && e.code === 'BAD_INPUT') {
+      throw new UsageError(`-o encrypt: ${options.syncDir} is a plain sync dir (${e.message}); a sync dir stays plain or encrypted for life. `
+        + 'Mount it without -o encrypt, or give -o encrypt a new, empty sync dir.');
+    }
+    throw e;
+  }
 }
 
 /** Entry point: returns the exit code. */
@@ -270,6 +305,7 @@ export async function main(argv: string[]): Promise<number> {
     throw e;
   }
   try {
+    if (options.encrypt) encryptSyncDir(options);
     return options.foreground ? await runForeground(options) : await detach(options, argv);
   } catch (e) {
     if (e instanceof UsageError) {

@@ -76,6 +76,14 @@ export interface PublishReport {
   readonly blockCount: number;
 }
 
+/** What stop() could not do: changes it could not publish stay in the store's outbox. */
+export interface StopReport {
+  /** Outbox rows left unpublished (0 when everything was published). */
+  readonly unpublishedCount: number;
+  /** Why the final publish failed (the error's message), when it did. */
+  readonly reason: string | undefined;
+}
+
 export interface ImportReport {
   readonly imported: readonly string[];
   readonly waiting: readonly string[];
@@ -159,6 +167,8 @@ export class SyncEngine {
   /** The machine's boxid: written as the idx header's writer, mapped from the replica id for conflict names. */
   private readonly boxid: string;
   private readonly publishDelayMs: number;
+  /** The local store's directory (named in messages about unpublished changes). */
+  private readonly storeDir: string;
   private readonly log: (message: string) => void;
   private readonly compressionLevel: number;
   private queue: Promise<unknown> = Promise.resolve();
@@ -187,6 +197,7 @@ export class SyncEngine {
     this.compressionLevel = options.compressionLevel ?? 1;
     this.signalDaemon = options.watch === true;
     const storeId = fs.store.dir;
+    this.storeDir = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
     this.configDir = options.configDir ?? defaultConfigDir();
@@ -202,7 +213,16 @@ export class SyncEngine {
     const engine = new SyncEngine(fs, options);
     engine.loadKeys();
     await engine.importNow();
-    if (engine.port.outboxCount() > 0) await engine.publishNow();
+    if (engine.port.outboxCount() > 0) {
+      try {
+        await engine.publishNow();
+      } catch (e) {
+        // No key yet for an encrypted sync dir: mount anyway; the outbox waits for a grant.
+        if (!isFsError(e, 'BAD_KEY')) throw e;
+        engine.warnOnce(`${engine.port.outboxCount()} unpublished change(s) wait in the outbox until this machine has a key: ${e.message}`);
+        engine.publishSoon(Math.max(engine.publishDelayMs, rescanMsDefault));
+      }
+    }
     if (options.watch === true) engine.startWatching(options.rescanMs ?? rescanMsDefault);
     return engine;
   }
@@ -218,16 +238,23 @@ export class SyncEngine {
     this.rescanTimer.unref();
   }
 
-  /** Schedules a publish `publishDelayMs` after the first unpublished change. */
-  publishSoon(): void {
+  /** Schedules a publish `delayMs` (default publishDelayMs) after the first unpublished change. */
+  publishSoon(delayMs = this.publishDelayMs): void {
     if (this.publishTimer !== undefined || this.stopped) return;
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
       void this.enqueue(() => this.publish(false)).catch((e: unknown) => {
+        // Without a key the outbox waits for a grant: say so once, and retry at the rescan pace
+        // (a grant in keys/ is seen by the next load) instead of every publishDelayMs.
+        if (isFsError(e, 'BAD_KEY')) {
+          this.warnOnce(`publish waits until this machine has a key (changes stay in the outbox): ${e.message}`);
+          this.publishSoon(Math.max(this.publishDelayMs, rescanMsDefault));
+          return;
+        }
         this.log(`publish failed (will retry): ${String(e)}`);
         this.publishSoon();
       });
-    }, this.publishDelayMs);
+    }, delayMs);
     this.publishTimer.unref();
   }
 
@@ -256,16 +283,34 @@ export class SyncEngine {
     return this.enqueue(() => this.import());
   }
 
-  /** Stops watching, publishes what is left, and closes the archive readers. */
-  async stop(): Promise<void> {
+  /**
+   * Stops watching, publishes what is left, and closes the archive readers. When that last
+   * publish fails (no key for an encrypted sync dir, a full sync dir, ...), nothing is lost: the
+   * outbox is only cleared in the transaction that records a written archive, so the changes stay
+   * in the store and the next start on this store publishes them. The failure is logged and
+   * returned, and the stop completes (the mount can still close and unmount cleanly).
+   */
+  async stop(): Promise<StopReport> {
     this.stopped = true;
     for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
-    await this.enqueue(() => this.publish(true));
+    let reason: string | undefined;
+    try {
+      await this.enqueue(() => this.publish(true));
+    } catch (e) {
+      reason = e instanceof Error ? e.message : String(e);
+    }
     await this.queue;
     this.reader.close();
     this.plain.close();
+    const unpublishedCount = reason === undefined ? 0 : this.port.outboxCount();
+    if (reason !== undefined) {
+      this.log(`${unpublishedCount} change(s) could not be published to ${this.syncDir} at unmount: ${reason}. `
+        + `They stay in the outbox of the local store ${this.storeDir} and are published at the next mount of that store`
+        + `${reason.includes('BAD_KEY') ? ' once this machine has a key' : ''}.`);
+    }
+    return { unpublishedCount, reason };
   }
 
   /** Stops everything without publishing (a killed process, for tests). */
@@ -626,7 +671,13 @@ export class SyncEngine {
       : (idxPath: string, name: string): Promise<Uint8Array> => readSealedFile(idxPath, { keys, archiveName: name, kind: 'idx', syncDir: this.syncDir }, idxSizeMaxBytes);
     const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true, ...(readIdxBytes === undefined ? {} : { readIdxBytes }) });
     for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
-    const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
+    // In an encrypted dir a plain zip is not trusted: anyone with access to the server could
+    // have put it there (the union would show its files as if a member had written them).
+    const plainZips = keys === undefined ? scan.plainZips : [];
+    if (keys !== undefined) {
+      for (const z of scan.plainZips) this.warnOnce(`plain zip ${z.path} ignored: an encrypted sync dir only takes sealed archives`);
+    }
+    const plainPaths = await this.plain.refresh(plainZips, this.port, this.state);
     const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined && !this.sealed(a, keys));
     if (fresh.length === 0 && plainPaths.size === 0) return { imported: [], waiting: [] };
     const touched = new Set<string>(plainPaths);
