@@ -129,6 +129,8 @@ export interface MountZippyOptions {
   flags?: string[];
   /** Milliseconds to wait for the mount to become live (default 20 s). */
   readyTimeoutMs?: number;
+  /** Environment of the zippy-fs process (default process.env), e.g. another machine's HOME / XDG_CONFIG_HOME. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface TestMount {
@@ -204,7 +206,7 @@ export async function mountZippy(options: MountZippyOptions = {}): Promise<TestM
 
   const start = async (): Promise<void> => {
     const args = [mountMainPath(), '-f', ...(options.flags ?? []), '-o', [`store=${storeDir}`, ...(options.options ?? [])].join(','), mountpoint, syncDir];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
     child = proc;
     liveMounts.set(mountpoint, proc);
     let sawMounted = false;
