@@ -93,16 +93,15 @@ interface Pair {
   readonly mode: Mode;
   readonly root: string;
   readonly syncDir: string;
-  readonly configB: string;
   readonly a: Box;
   readonly b: Box;
 }
 
-async function openPair(root: string, mode: Mode): Promise<Pair> {
+export async function openPair(root: string, mode: Mode): Promise<Pair> {
   const { syncDir, configA, configB } = machines(root, mode);
   const a = await openBox(join(root, `store-${mode}-a`), syncDir, configA);
   const b = await openBox(join(root, `store-${mode}-b`), syncDir, configB);
-  return { mode, root, syncDir, configB, a, b };
+  return { mode, root, syncDir, a, b };
 }
 
 function writeFile(fs: FileSystem, parent: number, name: string, bytes: number, chunkBytes: number, seed: number): number {
@@ -142,7 +141,7 @@ function best(runs: Measured[]): Measured {
 }
 
 /** One round of the bulk workload: A writes and publishes new files, B imports them and reads every byte. */
-async function bulkRound(pair: Pair, round: number, sizes: SyncSizes): Promise<{ publish: Measured; importOnly: Measured; importRead: Measured; inos: number[] }> {
+export async function bulkRound(pair: Pair, round: number, sizes: SyncSizes): Promise<{ publish: Measured; importOnly: Measured; importRead: Measured; inos: number[] }> {
   progress(`sync ${pair.mode}: round ${round}: publish ${sizes.bulkFileCount} × ${sizes.bulkFileBytes / MiB} MiB, import, read`);
   const { a, b } = pair;
   const dir = a.fs.mkdir(rootCtx, rootIno, `bulk${round}`, 0o755).ino;
@@ -217,8 +216,12 @@ async function writeSyntheticArchives(syncDir: string, count: number, first: num
 }
 
 /** Remount times of a fresh box C after 1,000 (and 10,000) archives: first import noted, remount timed. */
-async function remountTimes(root: string, mode: Mode, syncDir: string, configDir: string, sizes: SyncSizes)
+async function remountTimes(root: string, mode: Mode, sizes: SyncSizes)
   : Promise<{ remountSeconds: Map<number, number>; firstImportSeconds: Map<number, number> }> {
+  // A sync dir of its own, so the first import counts only the synthetic archives.
+  const remountRoot = join(root, `remount-${mode}`);
+  mkdirSync(remountRoot);
+  const { syncDir, configB: configDir } = machines(remountRoot, mode);
   const loaded = loadKeyring(syncDir, configDir);
   const keyring = loaded.encrypted ? loaded : undefined;
   const remountSeconds = new Map<number, number>();
@@ -294,7 +297,7 @@ export async function runSync(quick: boolean, cleanup: Cleanup): Promise<Figure[
   }
   for (const mode of ['plain', 'encrypted'] as const) {
     runs[mode].editBytes = await editBytes(pairs[mode], firstInos[mode], sizes);
-    runs[mode].remount = await remountTimes(root, mode, pairs[mode].syncDir, pairs[mode].configB, sizes);
+    runs[mode].remount = await remountTimes(root, mode, sizes);
   }
   return figuresOf(runs, sizes);
 }

@@ -2,8 +2,8 @@
  * Enrollment end to end through real mounts and the real CLIs, three machines (one HOME and
  * XDG_CONFIG_HOME / XDG_CACHE_HOME each, so each has its own boxid and key pair):
  * A creates the sync dir encrypted on first mount (`-o encrypt`) and writes; B requests, both
- * print the same fingerprint, A grants, B mounts (with `-o encrypt`: a no-op on an encrypted dir)
- * and reads A's files; C, never granted, mounts an empty tree, says why in its log, and keeps its
+ * print the same fingerprint, B mounts (with `-o encrypt`: a no-op on an encrypted dir), A grants,
+ * and B's running mount reads A's files; C, never granted, mounts an empty tree, says why in its log, and keeps its
  * own change in its outbox at unmount; after A revokes B, archives A writes later are unreadable
  * to B (its log names them) while B still reads the earlier ones. Also: `-o encrypt` on a plain
  * sync dir with archives is refused with exit 2, and `--help` lists it.
@@ -135,16 +135,18 @@ describe('encrypted sync dirs through real mounts', { skip }, () => {
     const printedByB = /Fingerprint: (\d{4}(?: \d{4}){5})/.exec(request.stdout)?.[1];
     const boxidB = /boxid ([0-9a-f]{32})/.exec(request.stdout)?.[1];
     assert.ok(printedByB !== undefined && boxidB !== undefined, request.stdout);
+    // B mounts before the grant (-o encrypt is a no-op on an encrypted dir): nothing to read yet.
+    const mountB = await mount(b, syncDir, ['encrypt']);
+    assert.ok(readFileSync(join(syncDir, 'keys', 'fs.json')).equals(marker), 'the marker is untouched');
+    assert.doesNotMatch(mountB.logs(), /is now an encrypted sync dir/);
+    assert.deepEqual(readdirSync(mountB.mountpoint), []);
     const grant = zippyKey(a, ['grant', boxidB, syncDir, '--yes']);
     assert.equal(grant.status, 0, grant.stderr);
     const printedByA = /shows fingerprint:\s+(\d{4}(?: \d{4}){5})/.exec(grant.stderr)?.[1];
     assert.equal(printedByA, printedByB, 'A and B print the same fingerprint');
     assert.match(grant.stdout, /Granted/);
 
-    // B mounts (-o encrypt is a no-op on an encrypted dir) and reads A's files.
-    const mountB = await mount(b, syncDir, ['encrypt']);
-    assert.ok(readFileSync(join(syncDir, 'keys', 'fs.json')).equals(marker), 'the marker is untouched');
-    assert.doesNotMatch(mountB.logs(), /is now an encrypted sync dir/);
+    // The grant takes effect in B's running mount (keys are reloaded at every rescan): B reads A's files.
     await waitFor('B reads hello.txt', () => readIf(join(mountB.mountpoint, 'docs', 'hello.txt'), hello));
     await waitFor('B reads big.bin', () => readIf(join(mountB.mountpoint, 'big.bin'), big));
 
