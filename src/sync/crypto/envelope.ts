@@ -424,6 +424,9 @@ export async function readSealedFile(path: string, options: OpenOptions, plainSi
       if (sizeBytes > sealedSizeBytes(plainSizeMaxBytes)) {
         throw new FsError('BAD_ARCHIVE', `${sizeBytes} bytes > the limit ${sealedSizeBytes(plainSizeMaxBytes)} for a sealed ${options.kind}`, path);
       }
+      // The header first: a file this machine holds no key for (a mount without a grant rescans
+      // every archive every few seconds) costs one small read, not the whole file.
+      keyForHeader(decodeEnvelopeHeader(await readExactly(handle, 0, Math.min(sizeBytes, envelopeHeaderSizeBytes), path), options, path), options, path);
       bytes = await readExactly(handle, 0, sizeBytes, path);
     } finally {
       await handle.close();
