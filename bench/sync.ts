@@ -44,7 +44,7 @@ const remountRepeatCount = 3;
 export function syncSizes(quick: boolean): SyncSizes {
   return quick
     ? { bulkFileCount: 4, bulkFileBytes: 4 * MiB, smallFileCount: 500, remountArchiveCounts: [1_000], roundCount: 2 }
-    : { bulkFileCount: 4, bulkFileBytes: 16 * MiB, smallFileCount: 2_000, remountArchiveCounts: [1_000, 10_000], roundCount: 3 };
+    : { bulkFileCount: 4, bulkFileBytes: 16 * MiB, smallFileCount: 2_000, remountArchiveCounts: [1_000, 10_000], roundCount: 2 };
 }
 
 type Mode = 'plain' | 'encrypted';

@@ -8,54 +8,32 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { loadKeyring } from '../src/sync/crypto/index.js';
 import { sodium } from '../src/sync/crypto/sodium.js';
-import { mountSkipReason, mountZippy, repoRoot, tempDir, type TestMount } from './fixtures.js';
+import { mountSkipReason, repoRoot, type TestMachine, TestMachines } from './fixtures.js';
 
 const skip = mountSkipReason();
 const passphrase = 'leaky sieve 7 tangerines';
 
-interface Machine {
-  readonly name: string;
-  readonly configDir: string;
-  readonly env: NodeJS.ProcessEnv;
-}
-
-const dirs: string[] = [];
-const mounts: TestMount[] = [];
-after(async () => {
-  for (const m of mounts) await m.cleanup();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function scratch(prefix: string): string {
-  const d = tempDir(prefix);
-  dirs.push(d);
-  return d;
-}
-
-function machine(name: string): Machine {
-  const home = scratch(`zippy-leak-home-${name}-`);
-  return {
-    name, configDir: join(home, '.config', 'zippy-fs'),
-    env: { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'), ZIPPY_PASSPHRASE: '' },
-  };
-}
+const world = new TestMachines();
+after(() => world.cleanup());
+const scratch = (prefix: string): string => world.scratch(prefix);
+const machine = (name: string): TestMachine => world.machine(name);
 
 /** Raw stdout and stderr of every command run, searched at the end. */
 const outputs: { what: string; bytes: Buffer }[] = [];
 
-function zippyKey(m: Machine, args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string } {
+function zippyKey(m: TestMachine, args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string } {
   const r = spawnSync(process.execPath, [join(repoRoot(), 'bin', 'zippy-key.js'), ...args], { env: { ...m.env, ...env }, timeout: 60_000 });
   outputs.push({ what: `${m.name}: zippy-key ${args.join(' ')} (stdout)`, bytes: r.stdout }, { what: `${m.name}: zippy-key ${args.join(' ')} (stderr)`, bytes: r.stderr });
   return { status: r.status, stdout: r.stdout.toString('utf8') };
 }
 
 /** Runs a subcommand as text and as --json; returns both exit codes. */
-function bothWays(m: Machine, args: string[], env: Record<string, string> = {}): [number | null, number | null] {
+function bothWays(m: TestMachine, args: string[], env: Record<string, string> = {}): [number | null, number | null] {
   return [zippyKey(m, args, env).status, zippyKey(m, [...args, '--json'], env).status];
 }
 
@@ -89,16 +67,14 @@ describe('no key material in outputs or logs', { skip }, () => {
     assert.deepEqual(bothWays(d, ['show', syncDir]), [0, 0]);
 
     // Mounts with -o debug: A writes, B reads, C (no key) tries.
-    const mountA = await mountZippy({ syncDir, env: a.env, options: ['debug', 'publish_delay_ms=50'] });
-    mounts.push(mountA);
+    const mountA = await world.mount(a, { syncDir, options: ['debug', 'publish_delay_ms=50'] });
     writeFileSync(join(mountA.mountpoint, 'note.txt'), 'some content');
     const deadline = Date.now() + 15_000;
     while (!readdirSync(syncDir).some((n) => n.endsWith('.idx'))) {
       assert.ok(Date.now() < deadline, 'A published');
       await new Promise((r) => setTimeout(r, 50));
     }
-    const mountB = await mountZippy({ syncDir, env: b.env, options: ['debug'] });
-    mounts.push(mountB);
+    const mountB = await world.mount(b, { syncDir, options: ['debug'] });
     for (;;) {
       try {
         if (readFileSync(join(mountB.mountpoint, 'note.txt'), 'utf8') === 'some content') break;
@@ -108,8 +84,7 @@ describe('no key material in outputs or logs', { skip }, () => {
       assert.ok(Date.now() < deadline, 'B reads');
       await new Promise((r) => setTimeout(r, 50));
     }
-    const mountC = await mountZippy({ syncDir, env: c.env, options: ['debug'] });
-    mounts.push(mountC);
+    const mountC = await world.mount(c, { syncDir, options: ['debug'] });
     writeFileSync(join(mountC.mountpoint, 'c.txt'), 'c');
     await mountC.unmount();
 

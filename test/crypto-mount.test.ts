@@ -10,55 +10,31 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { mountMainPath, mountSkipReason, mountZippy, repoRoot, tempDir, type TestMount } from './fixtures.js';
+import { mountMainPath, mountSkipReason, repoRoot, type TestMachine, TestMachines, type TestMount } from './fixtures.js';
 import { seededRandom } from './random.js';
 
 const skip = mountSkipReason();
 
-interface Machine {
-  readonly name: string;
-  readonly home: string;
-  readonly env: NodeJS.ProcessEnv;
-}
+const world = new TestMachines();
+after(() => world.cleanup());
+const scratch = (prefix: string): string => world.scratch(prefix);
+const machine = (name: string): TestMachine => world.machine(name);
 
-const dirs: string[] = [];
-const mounts: TestMount[] = [];
-after(async () => {
-  for (const m of mounts) await m.cleanup();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function scratch(prefix: string): string {
-  const d = tempDir(prefix);
-  dirs.push(d);
-  return d;
-}
-
-function machine(name: string): Machine {
-  const home = scratch(`zippy-home-${name}-`);
-  return {
-    name, home,
-    env: { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'), ZIPPY_PASSPHRASE: '' },
-  };
-}
-
-function zippyKey(m: Machine, args: string[]): { status: number | null; stdout: string; stderr: string } {
+function zippyKey(m: TestMachine, args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [join(repoRoot(), 'bin', 'zippy-key.js'), ...args], { env: m.env, encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-function zippyFs(m: Machine, args: string[]): { status: number | null; stdout: string; stderr: string } {
+function zippyFs(m: TestMachine, args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [mountMainPath(), ...args], { env: m.env, encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-async function mount(m: Machine, syncDir: string, options: string[] = []): Promise<TestMount> {
-  const t = await mountZippy({ syncDir, env: m.env, options: ['publish_delay_ms=100', ...options] });
-  mounts.push(t);
-  return t;
+function mount(m: TestMachine, syncDir: string, options: string[] = []): Promise<TestMount> {
+  return world.mount(m, { syncDir, options: ['publish_delay_ms=100', ...options] });
 }
 
 /** Polls `probe` until it returns a value other than undefined (never sleeps a fixed time). */
