@@ -224,6 +224,12 @@ test('after revoke, archives written later are unreadable to the revoked machine
     assert.equal(boxPathExists(b, '/after.txt'), false);
     assert.ok(mb.warnings.some((w) => w.includes(archives[0]!.name) && w.includes('BAD_KEY')), mb.warnings.join('\n'));
     assert.equal(readBoxFile(b, '/before.txt'), 'shared before the revoke');
+    // The revoked machine no longer publishes (its changes stay local, in its outbox).
+    writeBoxFile(b, '/from-revoked.txt', 'written after being revoked');
+    const count = archiveNames(syncDir).size;
+    await assert.rejects(b.engine.publishNow(), /was revoked/);
+    assert.equal(archiveNames(syncDir).size, count);
+    assert.ok(b.engine.port.outboxCount() > 0);
   } finally {
     await a.cleanup();
     await b.cleanup();

@@ -364,6 +364,12 @@ export class SyncEngine {
     this.loadKeys();
     // Never publish plaintext into an encrypted dir: the outbox waits until this machine has a key.
     if (this.keyState.kind === 'no-key') throw this.keyState.error;
+    // A revoked machine still holds the old generations, and members still open them (nothing
+    // tells them when an archive was written); an honest one stops publishing.
+    if (this.keyState.kind === 'keys' && this.keyState.keyring.revoked) {
+      throw new FsError('BAD_KEY', `this machine (boxid ${this.keyState.keyring.boxid}) was revoked: it no longer publishes to this sync dir; `
+        + 'its changes stay local', this.syncDir);
+    }
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
