@@ -46,13 +46,15 @@ function forms(secret: Buffer): string[] {
 
 describe('no key material in outputs or logs', { skip }, () => {
   test('zippy-key (every subcommand, text and --json) and -o debug mount logs', async () => {
-    const [a, b, c, d] = [machine('a'), machine('b'), machine('c'), machine('d')];
+    const [a, b, c, d, e] = [machine('a'), machine('b'), machine('c'), machine('d'), machine('e')];
     const syncDir = scratch('zippy-leak-sync-');
     const passphraseFile = join(scratch('zippy-leak-pass-'), 'passphrase');
     writeFileSync(passphraseFile, `${passphrase}\n`);
 
     assert.deepEqual(bothWays(a, ['--help']), [0, 0]);
     assert.deepEqual(bothWays(a, ['init', syncDir]), [0, 1], 'init, then init again fails');
+    const syncDir2 = scratch('zippy-leak-sync2-');
+    assert.equal(zippyKey(a, ['init', syncDir2, '--json']).status, 0, 'init --json');
     assert.deepEqual(bothWays(c, ['show', syncDir]), [0, 0]);
     assert.deepEqual(bothWays(b, ['request', syncDir]), [0, 0]);
     const boxidB = readFileSync(join(b.configDir, 'boxid'), 'utf8').trim();
@@ -63,7 +65,8 @@ describe('no key material in outputs or logs', { skip }, () => {
     assert.deepEqual(bothWays(a, ['passphrase', syncDir, '--passphrase-file', passphraseFile]), [0, 0]);
     assert.deepEqual(bothWays(a, ['passphrase', syncDir], { ZIPPY_PASSPHRASE: passphrase }), [0, 0]);
     assert.deepEqual(bothWays(d, ['passphrase', syncDir], { ZIPPY_PASSPHRASE: `${passphrase} (wrong)` }), [1, 1]);
-    assert.equal(zippyKey(d, ['passphrase', syncDir, '--json'], { ZIPPY_PASSPHRASE: passphrase }).status, 0, 'd joins');
+    assert.equal(zippyKey(d, ['passphrase', syncDir, '--json'], { ZIPPY_PASSPHRASE: passphrase }).status, 0, 'd joins (--json)');
+    assert.equal(zippyKey(e, ['passphrase', syncDir], { ZIPPY_PASSPHRASE: passphrase }).status, 0, 'e joins (text)');
     assert.deepEqual(bothWays(d, ['show', syncDir]), [0, 0]);
 
     // Mounts with -o debug: A writes, B reads, C (no key) tries.
@@ -90,6 +93,8 @@ describe('no key material in outputs or logs', { skip }, () => {
 
     // Revoke B (a new generation), and a failing revoke (already revoked).
     assert.deepEqual(bothWays(a, ['revoke', boxidB, syncDir]), [0, 1]);
+    const boxidE = readFileSync(join(e.configDir, 'boxid'), 'utf8').trim();
+    assert.equal(zippyKey(a, ['revoke', boxidE, syncDir, '--json']).status, 0, 'revoke --json');
     assert.deepEqual(bothWays(a, ['revoke', 'not-a-boxid', syncDir]), [2, 2]);
     assert.deepEqual(bothWays(b, ['show', syncDir]), [0, 0]);
     writeFileSync(join(mountA.mountpoint, 'later.txt'), 'after the revoke');
@@ -101,7 +106,7 @@ describe('no key material in outputs or logs', { skip }, () => {
     // Collect the secrets.
     const secrets: { what: string; bytes: Buffer }[] = [];
     const boxKeys = new Map<string, { publicKey: Buffer; secretKey: Buffer }>();
-    for (const m of [a, b, d]) { // c never asked: it has no key pair
+    for (const m of [a, b, d, e]) { // c never asked: it has no key pair
       const boxKey = JSON.parse(readFileSync(join(m.configDir, 'box-key.json'), 'utf8')) as { boxid: string; publicKey: string; secretKey: string };
       const secretKey = Buffer.from(boxKey.secretKey, 'base64');
       boxKeys.set(boxKey.boxid, { publicKey: Buffer.from(boxKey.publicKey, 'base64'), secretKey });
@@ -109,9 +114,12 @@ describe('no key material in outputs or logs', { skip }, () => {
     }
     const keyring = loadKeyring(syncDir, a.configDir);
     assert.ok(keyring.encrypted);
-    assert.equal(keyring.keys.size, 2, 'two generations');
+    assert.equal(keyring.keys.size, 3, 'three generations');
     for (const [keyId, key] of keyring.keys) secrets.push({ what: `filesystem key ${keyId}`, bytes: key });
     secrets.push({ what: 'block-id key', bytes: keyring.blockIdKey });
+    const keyring2 = loadKeyring(syncDir2, a.configDir);
+    assert.ok(keyring2.encrypted);
+    for (const [keyId, key] of keyring2.keys) secrets.push({ what: `filesystem key ${keyId} of the second sync dir`, bytes: key });
     const keysDir = join(syncDir, 'keys');
     let payloadCount = 0;
     for (const name of readdirSync(keysDir).filter((n) => n.endsWith('.sealed'))) {
