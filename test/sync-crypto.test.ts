@@ -209,27 +209,36 @@ test('after revoke, archives written later are unreadable to the revoked machine
   const a = await box(syncDir, ma);
   const b = await box(syncDir, mb);
   try {
-    writeBoxFile(a, '/before.txt', 'shared before the revoke');
+    a.fs.mkdir(rootCtx, 1, 'shared', 0o755);
+    writeBoxFile(a, '/shared/before.txt', 'shared before the revoke');
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(readBoxFile(b, '/before.txt'), 'shared before the revoke');
+    assert.equal(readBoxFile(b, '/shared/before.txt'), 'shared before the revoke');
+    // Published before the revoke, imported by B only after it (and after B wrote locally).
+    writeBoxFile(a, '/late.txt', 'sealed before the revoke');
+    const late = (await a.engine.publishNow()).archives[0]!.name;
     const known = archiveNames(syncDir);
     revokeAccess(syncDir, ma.configDir, mb.boxid);
     writeBoxFile(a, '/after.txt', 'not for the revoked machine');
     const { archives } = await a.engine.publishNow();
     assert.equal(archives.length, 1);
     assert.equal(known.has(archives[0]!.name), false);
-    const report = await b.engine.importNow();
-    assert.deepEqual(report.imported, []);
-    assert.equal(boxPathExists(b, '/after.txt'), false);
-    assert.ok(mb.warnings.some((w) => w.includes(archives[0]!.name) && w.includes('BAD_KEY')), mb.warnings.join('\n'));
-    assert.equal(readBoxFile(b, '/before.txt'), 'shared before the revoke');
-    // The revoked machine no longer publishes (its changes stay local, in its outbox).
-    writeBoxFile(b, '/from-revoked.txt', 'written after being revoked');
+    // The revoked machine no longer publishes (its changes stay local, in its outbox) ...
+    // (in /shared: the reconciler leaves a directory with unpublished changes alone, and a revoked
+    // machine's changes stay unpublished)
+    writeBoxFile(b, '/shared/from-revoked.txt', 'written after being revoked');
     const count = archiveNames(syncDir).size;
     await assert.rejects(b.engine.publishNow(), /was revoked/);
     assert.equal(archiveNames(syncDir).size, count);
     assert.ok(b.engine.port.outboxCount() > 0);
+    // ... which does not stop it from importing what it can still open.
+    const report = await b.engine.importNow();
+    assert.deepEqual(report.imported, [late]);
+    assert.equal(boxPathExists(b, '/after.txt'), false);
+    assert.ok(mb.warnings.some((w) => w.includes(archives[0]!.name) && w.includes('BAD_KEY')), mb.warnings.join('\n'));
+    assert.equal(readBoxFile(b, '/shared/before.txt'), 'shared before the revoke');
+    assert.equal(readBoxFile(b, '/late.txt'), 'sealed before the revoke');
+    assert.equal(readBoxFile(b, '/shared/from-revoked.txt'), 'written after being revoked');
   } finally {
     await a.cleanup();
     await b.cleanup();

@@ -691,11 +691,25 @@ export class SyncEngine {
     // outbox published below builds on them instead of conflicting with itself.
     const isOwn = (a: CompleteArchive): boolean => a.idx!.versions.length > 0 && a.idx!.versions.every((v) => v.stamp.boxid === this.replicaId);
     const own = this.importArchives(fresh.filter(isOwn), touched);
-    if (this.port.outboxCount() > 0) await this.publish(false);
+    if (this.port.outboxCount() > 0) await this.publishBeforeImport();
     const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched);
     for (const a of foreign.waiting) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
     this.reconciler.reconcile(touched);
     return { imported: [...own.imported, ...foreign.imported], waiting: foreign.waiting.map((a) => a.name) };
+  }
+
+  /**
+   * Publishes local changes before foreign versions are merged. Without a usable key (none yet,
+   * or revoked) they cannot be published: the import goes on, and the reconciler leaves the
+   * paths of inodes with unpublished changes alone, as it does between two publishes.
+   */
+  private async publishBeforeImport(): Promise<void> {
+    try {
+      await this.publish(false);
+    } catch (e) {
+      if (!isFsError(e, 'BAD_KEY')) throw e;
+      this.warnOnce(`local changes stay unpublished while importing: ${e.message}`);
+    }
   }
 
   /** Imports every archive whose dependencies are met, repeating while that makes progress. */
