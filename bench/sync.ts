@@ -216,7 +216,7 @@ async function writeSyntheticArchives(syncDir: string, count: number, first: num
 }
 
 /** Remount times of a fresh box C after 1,000 (and 10,000) archives: first import noted, remount timed. */
-async function remountTimes(root: string, mode: Mode, sizes: SyncSizes)
+export async function remountTimes(root: string, mode: Mode, sizes: SyncSizes)
   : Promise<{ remountSeconds: Map<number, number>; firstImportSeconds: Map<number, number> }> {
   // A sync dir of its own, so the first import counts only the synthetic archives.
   const remountRoot = join(root, `remount-${mode}`);
