@@ -255,7 +255,8 @@ async function runForeground(options: MountOptions): Promise<number> {
         await store.close();
         const left = report?.unpublishedCount ?? 0;
         log(left === 0 ? 'unmounted cleanly' : `unmounted cleanly; ${left} change(s) NOT published (kept in the store, published at the next mount)`);
-        resolvePromise(exitCodes.ok);
+        // No key yet (or revoked) is a state the user chose, exit 0; any other failed publish is a failure.
+        resolvePromise(left > 0 && report?.code !== 'BAD_KEY' ? exitCodes.failed : exitCodes.ok);
       } catch (e) {
         log(`unmount failed: ${String(e)}`);
         resolvePromise(exitCodes.failed);

@@ -82,6 +82,8 @@ export interface StopReport {
   readonly unpublishedCount: number;
   /** Why the final publish failed (the error's message), when it did. */
   readonly reason: string | undefined;
+  /** The FsError code of that failure (BAD_KEY: no usable key, an expected state), when it was one. */
+  readonly code: string | undefined;
 }
 
 export interface ImportReport {
@@ -296,10 +298,12 @@ export class SyncEngine {
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
     let reason: string | undefined;
+    let code: string | undefined;
     try {
       await this.enqueue(() => this.publish(true));
     } catch (e) {
       reason = e instanceof Error ? e.message : String(e);
+      code = isFsError(e) ? e.code : undefined;
     }
     await this.queue;
     this.reader.close();
@@ -308,9 +312,9 @@ export class SyncEngine {
     if (reason !== undefined) {
       this.log(`${unpublishedCount} change(s) could not be published to ${this.syncDir} at unmount: ${reason}. `
         + `They stay in the outbox of the local store ${this.storeDir} and are published at the next mount of that store`
-        + `${reason.includes('BAD_KEY') ? ' once this machine has a key' : ''}.`);
+        + `${code === 'BAD_KEY' ? ' once this machine has a key' : ''}.`);
     }
-    return { unpublishedCount, reason };
+    return { unpublishedCount, reason, code };
   }
 
   /** Stops everything without publishing (a killed process, for tests). */
