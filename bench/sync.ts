@@ -97,7 +97,7 @@ interface Pair {
   readonly b: Box;
 }
 
-export async function openPair(root: string, mode: Mode): Promise<Pair> {
+async function openPair(root: string, mode: Mode): Promise<Pair> {
   const { syncDir, configA, configB } = machines(root, mode);
   const a = await openBox(join(root, `store-${mode}-a`), syncDir, configA);
   const b = await openBox(join(root, `store-${mode}-b`), syncDir, configB);
@@ -141,7 +141,7 @@ function best(runs: Measured[]): Measured {
 }
 
 /** One round of the bulk workload: A writes and publishes new files, B imports them and reads every byte. */
-export async function bulkRound(pair: Pair, round: number, sizes: SyncSizes): Promise<{ publish: Measured; importOnly: Measured; importRead: Measured; inos: number[] }> {
+async function bulkRound(pair: Pair, round: number, sizes: SyncSizes): Promise<{ publish: Measured; importOnly: Measured; importRead: Measured; inos: number[] }> {
   progress(`sync ${pair.mode}: round ${round}: publish ${sizes.bulkFileCount} × ${sizes.bulkFileBytes / MiB} MiB, import, read`);
   const { a, b } = pair;
   const dir = a.fs.mkdir(rootCtx, rootIno, `bulk${round}`, 0o755).ino;
@@ -216,7 +216,7 @@ async function writeSyntheticArchives(syncDir: string, count: number, first: num
 }
 
 /** Remount times of a fresh box C after 1,000 (and 10,000) archives: first import noted, remount timed. */
-export async function remountTimes(root: string, mode: Mode, sizes: SyncSizes)
+async function remountTimes(root: string, mode: Mode, sizes: SyncSizes)
   : Promise<{ remountSeconds: Map<number, number>; firstImportSeconds: Map<number, number> }> {
   // A sync dir of its own, so the first import counts only the synthetic archives.
   const remountRoot = join(root, `remount-${mode}`);
