@@ -18,11 +18,12 @@ import { existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeF
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isFsError } from '../errors.js';
+import { FsError, isFsError } from '../errors.js';
 import { cacheSizeBytesDefault, cacheSizeBytesMin } from '../limits.js';
 import { FileSystem } from '../inode/fs.js';
 import { Store } from '../inode/store.js';
 import { loadBoxid } from '../sync/boxid.js';
+import { defaultConfigDir, ensureEncryptedSyncDir } from '../sync/crypto/index.js';
 import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
 import { isoOfNs, parseTimeNs } from '../sync/history.js';
 import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
@@ -46,6 +47,9 @@ Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountp
        at=TIME          read-only history: the tree as it was at TIME (archives published at or
                         before it); unix seconds or ISO 8601 (2026-11-22T23:10:00Z); writes fail
                         with EROFS and nothing is published; the store is temporary
+       encrypt          make a new, empty sync dir encrypted (as zippy-key init; this machine
+                        becomes its first member); no-op on an encrypted one; refused (exit 2)
+                        on a plain sync dir that holds archives: a sync dir stays as created
   -h, --help     this text
 
 Exit codes: 0 unmounted cleanly, 1 failure, 2 usage error, 3 mountpoint busy.`;
@@ -66,6 +70,8 @@ export interface MountOptions {
   boxidFile: string | undefined;
   /** History mount (`-o at=`): the time as ns since the epoch; read-only, publishes nothing. */
   at: bigint | undefined;
+  /** -o encrypt: initialise a new sync dir encrypted (ensureEncryptedSyncDir). */
+  encrypt: boolean;
   /** Options not known here, passed to libfuse as they are. */
   extra: string[];
 }
@@ -97,6 +103,7 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
     publishDelayMs: publishDelayMsDefault,
     boxidFile: undefined,
     at: undefined,
+    encrypt: false,
     extra: [],
   };
   for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
@@ -144,6 +151,10 @@ function applyOption(options: MountOptions, opt: string): void {
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
+      return;
+    case 'encrypt':
+      if (value !== undefined) throw new UsageError('option encrypt takes no value');
+      options.encrypt = true;
       return;
     default:
       options.extra.push(opt);
@@ -299,13 +310,17 @@ async function runForeground(options: MountOptions): Promise<number> {
       stopping = true;
       log(`${signal}: writing back and unmounting`);
       try {
-        await sync?.stop();
+        // A failed final publish (e.g. no key yet for an encrypted sync dir) keeps the changes in
+        // the store's outbox and is logged by the engine; the unmount itself goes on cleanly.
+        const report = await sync?.stop();
         await fs.close();
         await handle.unmount();
         await store.close();
         if (options.at !== undefined && options.store === undefined) clearHistoryStore(storeDir);
-        log('unmounted cleanly');
-        resolvePromise(exitCodes.ok);
+        const left = report?.unpublishedCount ?? 0;
+        log(left === 0 ? 'unmounted cleanly' : `unmounted cleanly; ${left} change(s) NOT published (kept in the store, published at the next mount)`);
+        // No key yet (or revoked) is a state the user chose, exit 0; any other failed publish is a failure.
+        resolvePromise(left > 0 && report?.code !== 'BAD_KEY' ? exitCodes.failed : exitCodes.ok);
       } catch (e) {
         log(`unmount failed: ${String(e)}`);
         resolvePromise(exitCodes.failed);
@@ -314,6 +329,27 @@ async function runForeground(options: MountOptions): Promise<number> {
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGTERM', () => void stop('SIGTERM'));
   });
+}
+
+/**
+ * -o encrypt, before anything is mounted (so a refusal reaches the terminal with exit 2, also
+ * without -f; the detached child repeats it as a no-op): a new or empty sync dir becomes
+ * encrypted, an encrypted one stays as it is, a plain one with archives is refused.
+ */
+function encryptSyncDir(options: MountOptions): void {
+  try {
+    const { initialised } = ensureEncryptedSyncDir(options.syncDir, defaultConfigDir());
+    if (initialised !== undefined) {
+      log(`-o encrypt: ${options.syncDir} is now an encrypted sync dir (filesystem ${initialised.fsid}); this machine `
+        + `(boxid ${initialised.boxid}, fingerprint ${initialised.fingerprint}) is its first member. Add machines with zippy-key request / grant.`);
+    }
+  } catch (e) {
+    if (e instanceof FsError && e.code === 'BAD_INPUT') {
+      throw new UsageError(`-o encrypt: ${options.syncDir} is a plain sync dir (${e.message}); a sync dir stays plain or encrypted for life. `
+        + 'Mount it without -o encrypt, or give -o encrypt a new, empty sync dir.');
+    }
+    throw e;
+  }
 }
 
 /** Entry point: returns the exit code. */
@@ -334,6 +370,7 @@ export async function main(argv: string[]): Promise<number> {
     throw e;
   }
   try {
+    if (options.encrypt) encryptSyncDir(options);
     return options.foreground ? await runForeground(options) : await detach(options, argv);
   } catch (e) {
     if (e instanceof UsageError) {

@@ -91,6 +91,16 @@ export interface PublishReport {
   readonly blockCount: number;
 }
 
+/** What stop() could not do: changes it could not publish stay in the store's outbox. */
+export interface StopReport {
+  /** Outbox rows left unpublished (0 when everything was published). */
+  readonly unpublishedCount: number;
+  /** Why the final publish failed (the error's message), when it did. */
+  readonly reason: string | undefined;
+  /** The FsError code of that failure (BAD_KEY: no usable key, an expected state), when it was one. */
+  readonly code: string | undefined;
+}
+
 export interface ImportReport {
   readonly imported: readonly string[];
   readonly waiting: readonly string[];
@@ -170,6 +180,8 @@ export class SyncEngine {
   /** The machine's boxid: written as the idx header's writer, mapped from the replica id for conflict names. */
   private readonly boxid: string;
   private readonly publishDelayMs: number;
+  /** The local store's directory (named in messages about unpublished changes). */
+  private readonly storeDir: string;
   private readonly log: (message: string) => void;
   private readonly compressionLevel: number;
   private queue: Promise<unknown> = Promise.resolve();
@@ -204,6 +216,7 @@ export class SyncEngine {
     this.asOfNs = options.asOfNs;
     this.readOnly = options.readOnly === true;
     const storeId = fs.store.dir;
+    this.storeDir = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
     this.configDir = options.configDir ?? defaultConfigDir();
@@ -219,7 +232,16 @@ export class SyncEngine {
     const engine = new SyncEngine(fs, options);
     engine.loadKeys();
     await engine.importNow();
-    if (engine.port.outboxCount() > 0) await engine.publishNow();
+    if (engine.port.outboxCount() > 0) {
+      try {
+        await engine.publishNow();
+      } catch (e) {
+        // No key yet for an encrypted sync dir: mount anyway; the outbox waits for a grant.
+        if (!isFsError(e, 'BAD_KEY')) throw e;
+        engine.warnOnce(`${engine.port.outboxCount()} unpublished change(s) wait in the outbox until this machine has a key: ${e.message}`);
+        engine.publishSoon(Math.max(engine.publishDelayMs, rescanMsDefault));
+      }
+    }
     if (options.watch === true) engine.startWatching(options.rescanMs ?? rescanMsDefault);
     return engine;
   }
@@ -235,18 +257,25 @@ export class SyncEngine {
     this.rescanTimer.unref();
   }
 
-  /** Schedules a publish `publishDelayMs` (in a burst: burstPublishDelayMs) after the first unpublished change. */
-  publishSoon(): void {
+  /** Schedules a publish `delayMs` after the first unpublished change (default publishDelayMs, in a burst burstPublishDelayMs). */
+  publishSoon(delayMs?: number): void {
     if (this.publishTimer !== undefined || this.stopped) return;
     const inBurst = this.lastPublishFileCount >= burstFileCountMin;
-    const delayMs = inBurst ? Math.max(this.publishDelayMs, burstPublishDelayMs) : this.publishDelayMs;
+    const delay = delayMs ?? (inBurst ? Math.max(this.publishDelayMs, burstPublishDelayMs) : this.publishDelayMs);
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
       void this.enqueue(() => this.publish(false)).catch((e: unknown) => {
+        // Without a key the outbox waits for a grant: say so once, and retry at the rescan pace
+        // (a grant in keys/ is seen by the next load) instead of every publishDelayMs.
+        if (isFsError(e, 'BAD_KEY')) {
+          this.warnOnce(`publish waits until this machine has a key (changes stay in the outbox): ${e.message}`);
+          this.publishSoon(Math.max(this.publishDelayMs, rescanMsDefault));
+          return;
+        }
         this.log(`publish failed (will retry): ${String(e)}`);
         this.publishSoon();
       });
-    }, delayMs);
+    }, delay);
     this.publishTimer.unref();
   }
 
@@ -275,16 +304,36 @@ export class SyncEngine {
     return this.enqueue(() => this.import());
   }
 
-  /** Stops watching, publishes what is left, and closes the archive readers. */
-  async stop(): Promise<void> {
+  /**
+   * Stops watching, publishes what is left, and closes the archive readers. When that last
+   * publish fails (no key for an encrypted sync dir, a full sync dir, ...), nothing is lost: the
+   * outbox is only cleared in the transaction that records a written archive, so the changes stay
+   * in the store and the next start on this store publishes them. The failure is logged and
+   * returned, and the stop completes (the mount can still close and unmount cleanly).
+   */
+  async stop(): Promise<StopReport> {
     this.stopped = true;
     for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
-    await this.enqueue(() => this.publish(true));
+    let reason: string | undefined;
+    let code: string | undefined;
+    try {
+      await this.enqueue(() => this.publish(true));
+    } catch (e) {
+      reason = e instanceof Error ? e.message : String(e);
+      code = isFsError(e) ? e.code : undefined;
+    }
     await this.queue;
     this.reader.close();
     this.plain.close();
+    const unpublishedCount = reason === undefined ? 0 : this.port.outboxCount();
+    if (reason !== undefined) {
+      this.log(`${unpublishedCount} change(s) could not be published to ${this.syncDir} at unmount: ${reason}. `
+        + `They stay in the outbox of the local store ${this.storeDir} and are published at the next mount of that store`
+        + `${code === 'BAD_KEY' ? ' once this machine has a key' : ''}.`);
+    }
+    return { unpublishedCount, reason, code };
   }
 
   /** Stops everything without publishing (a killed process, for tests). */
@@ -340,6 +389,12 @@ export class SyncEngine {
     this.loadKeys();
     // Never publish plaintext into an encrypted dir: the outbox waits until this machine has a key.
     if (this.keyState.kind === 'no-key') throw this.keyState.error;
+    // A revoked machine still holds the old generations, and members still open them (nothing
+    // tells them when an archive was written); an honest one stops publishing.
+    if (this.keyState.kind === 'keys' && this.keyState.keyring.revoked) {
+      throw new FsError('BAD_KEY', `this machine (boxid ${this.keyState.keyring.boxid}) was revoked: it no longer publishes to this sync dir; `
+        + 'its changes stay local', this.syncDir);
+    }
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
@@ -645,7 +700,13 @@ export class SyncEngine {
     const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true, ...(readIdxBytes === undefined ? {} : { readIdxBytes }) });
     for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
     const asOf = this.asOfNs;
-    const plainZips = asOf === undefined ? scan.plainZips : scan.plainZips.filter((z) => BigInt(Math.floor(z.mtimeMs)) * 1_000_000n <= asOf);
+    // In an encrypted dir a plain zip is not trusted: anyone with access to the server could
+    // have put it there (the union would show its files as if a member had written them).
+    const plainZips = keys !== undefined ? []
+      : asOf === undefined ? scan.plainZips : scan.plainZips.filter((z) => BigInt(Math.floor(z.mtimeMs)) * 1_000_000n <= asOf);
+    if (keys !== undefined) {
+      for (const z of scan.plainZips) this.warnOnce(`plain zip ${z.path} ignored: an encrypted sync dir only takes sealed archives`);
+    }
     const plainPaths = await this.plain.refresh(plainZips, this.port, this.state);
     const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined
       && (asOf === undefined || a.idx.header.createdNs <= asOf) && !this.sealed(a, keys));
@@ -655,11 +716,25 @@ export class SyncEngine {
     // outbox published below builds on them instead of conflicting with itself.
     const isOwn = (a: CompleteArchive): boolean => a.idx!.versions.length > 0 && a.idx!.versions.every((v) => v.stamp.boxid === this.replicaId);
     const own = this.importArchives(fresh.filter(isOwn), touched);
-    if (this.port.outboxCount() > 0) await this.publish(false);
+    if (this.port.outboxCount() > 0) await this.publishBeforeImport();
     const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched);
     for (const a of foreign.waiting) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
     this.reconciler.reconcile(touched);
     return { imported: [...own.imported, ...foreign.imported], waiting: foreign.waiting.map((a) => a.name) };
+  }
+
+  /**
+   * Publishes local changes before foreign versions are merged. Without a usable key (none yet,
+   * or revoked) they cannot be published: the import goes on, and the reconciler leaves the
+   * paths of inodes with unpublished changes alone, as it does between two publishes.
+   */
+  private async publishBeforeImport(): Promise<void> {
+    try {
+      await this.publish(false);
+    } catch (e) {
+      if (!isFsError(e, 'BAD_KEY')) throw e;
+      this.warnOnce(`local changes stay unpublished while importing: ${e.message}`);
+    }
   }
 
   /** Imports every archive whose dependencies are met, repeating while that makes progress. */
