@@ -18,6 +18,7 @@ import { decodeBlockPointer, decodeInode, encodeBlockPointer, encodeInode, encod
 import { FileSystem } from '../src/inode/fs.js';
 import { Store } from '../src/inode/store.js';
 import { rootCtx, rootIno, S_IFREG } from '../src/inode/types.js';
+import { initEncryptedSyncDir, loadOrCreateBoxid } from '../src/sync/crypto/index.js';
 import { SyncEngine } from '../src/sync/engine.js';
 
 const fsckJs = fileURLToPath(new URL('../tools/fsck.js', import.meta.url));
@@ -27,8 +28,8 @@ const boxid = 'ab'.repeat(16);
 interface Reported { kind: string; place: string; message: string; repairable: boolean; repaired: boolean }
 interface FsckJson { clean: boolean; problems: Reported[]; remaining: Reported[] | null; repair: { backupDir: string | null; quarantineDir: string | null } | null; notes: string[] }
 
-function fsck(args: string[]): { status: number | null; json: FsckJson; stderr: string } {
-  const r = spawnSync(process.execPath, [fsckJs, '--json', ...args], { encoding: 'utf8', env: { ...process.env, XDG_CONFIG_HOME: configHome } });
+function fsck(args: string[], home = configHome): { status: number | null; json: FsckJson; stderr: string } {
+  const r = spawnSync(process.execPath, [fsckJs, '--json', ...args], { encoding: 'utf8', env: { ...process.env, XDG_CONFIG_HOME: home } });
   let json: FsckJson;
   try {
     json = JSON.parse(r.stdout) as FsckJson;
@@ -402,6 +403,35 @@ test('13. zip entry tampered: detected naming the zip entry, moved to quarantine
     assert.deepEqual(await readBack(fx.storeDir, fx.syncDir, fx.files), []);
   } finally {
     fx.cleanup();
+  }
+});
+
+test('14. encrypted sync dir: authenticated with the key (a changed byte in a sealed zip is found), without it a note and no problem', async () => {
+  const syncDir = tempDir('zippy-fsck-enc-');
+  const configDir = join(configHome, 'zippy-fs');
+  const machineBoxid = loadOrCreateBoxid(configDir);
+  initEncryptedSyncDir(syncDir, configDir);
+  const box = await openSyncBox(syncDir, { boxid: machineBoxid, configDir });
+  writeBoxFile(box, '/secret', pattern(3 * 4096, 4));
+  await box.engine.stop();
+  await box.t.fs.close();
+  await box.t.store.close();
+  const noKeyHome = tempDir('zippy-fsck-nokey-');
+  try {
+    const clean = fsck([box.t.dir, '--sync', syncDir]);
+    assert.equal(clean.status, 0, JSON.stringify(clean.json.problems));
+    const noKey = fsck([box.t.dir, '--sync', syncDir], noKeyHome);
+    assert.equal(noKey.status, 0, JSON.stringify(noKey.json.problems));
+    assert.ok(noKey.json.notes.some((n) => /not authenticated/.test(n)), `says it could not authenticate: ${noKey.json.notes.join(' | ')}`);
+    const zip = readdirSync(syncDir).find((f) => f.endsWith('.zip'))!;
+    flipByte(join(syncDir, zip), 64 + 200);
+    const damaged = fsck([box.t.dir, '--sync', syncDir]);
+    assert.equal(damaged.status, 1);
+    assert.ok(damaged.json.problems.some((p) => p.kind === 'zip-bad' && p.place.endsWith(zip)), JSON.stringify(damaged.json.problems));
+  } finally {
+    rmSync(syncDir, { recursive: true, force: true });
+    rmSync(noKeyHome, { recursive: true, force: true });
+    rmSync(box.t.dir, { recursive: true, force: true });
   }
 });
 
