@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openSyncBox, openTestFs, tempDir, writeBoxFile } from './fixtures.js';
+import { openSyncBox, openTestFs, seededRandom, tempDir, writeBoxFile } from './fixtures.js';
 import { Btree } from '../src/btree/db.js';
 import { blockKey, direntKey, inoKey, linkKey, metaKeys } from '../src/btree/keys.js';
 import { decodeBlockPointer, decodeInode, encodeBlockPointer, encodeInode, encodeU64 } from '../src/btree/records.js';
@@ -281,6 +281,23 @@ test('6. deleted LMDB files without a sync dir: every file recovered into lost+f
     rmSync(join(fx.storeDir, 'lmdb'), { recursive: true });
     detectAndRepair(fx, [{ kind: 'btree-unreadable', place: /lmdb$/ }]);
     assert.deepEqual(await readBack(fx.storeDir, undefined, new Map([[`/lost+found/#${ino}`, fx.files.get('/d/b')!]])), []);
+  } finally {
+    fx.cleanup();
+  }
+});
+
+test('6b. LMDB pages overwritten (reading them would crash): detected in a child process, rebuilt from the sync dir', async () => {
+  const fx = await makeStore({ sync: true });
+  try {
+    const data = join(fx.storeDir, 'lmdb', 'data.mdb');
+    const rnd = seededRandom(6);
+    for (let page = 0; page * 4096 < statSync(data).size; page++) {
+      const fd = openSync(data, 'r+');
+      writeSync(fd, Buffer.from(Array.from({ length: 200 }, () => rnd.int(256))), 0, 200, page * 4096 + 64);
+      closeSync(fd);
+    }
+    detectAndRepair(fx, [{ kind: 'btree-unreadable', place: /lmdb$/ }], { sync: true });
+    assert.deepEqual(await readBack(fx.storeDir, fx.syncDir, fx.files), []);
   } finally {
     fx.cleanup();
   }

@@ -9,12 +9,14 @@
  * archives, then check again; 4. print (a summary table, or --json) and exit 0 clean, 1 problems
  * (after --repair: problems left), 2 could not run.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isFsError } from '../src/errors.js';
 import { checkSegments, type SegmentCheck } from '../src/blocks/check.js';
-import { checkStoreDir, isStoreDir, liveLockPid, type Problem, type StoreDirReport } from '../src/inode/check.js';
+import { checkStoreDir, isStoreDir, liveLockPid, probeBtree, type Problem, type StoreDirReport } from '../src/inode/check.js';
 import { FileSystem } from '../src/inode/fs.js';
 import { prepareRebuild, recoverOrphanRecords, repairStore, type RepairAction } from '../src/inode/repair.js';
 import { Store } from '../src/inode/store.js';
@@ -102,6 +104,17 @@ interface Checked {
   problems: ReportedProblem[];
 }
 
+/** Hidden option: `--probe-lmdb <dir>` walks an LMDB environment and exits 0, or 3 when it throws. */
+const probeFlag = '--probe-lmdb';
+
+/** Walks `lmdbDir` in a child process; returns why it cannot be read, or undefined when it can. */
+function probeInChild(lmdbDir: string): string | undefined {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), probeFlag, lmdbDir], { encoding: 'utf8' });
+  if (r.status === 0) return undefined;
+  const why = r.signal !== null ? `reading it crashed a process (${r.signal})` : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
+  return `the LMDB environment is damaged: ${why}`;
+}
+
 async function checkAll(target: { storeDir: string | undefined; segmentsDir: string }, syncDir: string | undefined, progress: Progress): Promise<Checked> {
   let store: StoreDirReport | undefined;
   let segments: SegmentCheck | undefined;
@@ -109,6 +122,7 @@ async function checkAll(target: { storeDir: string | undefined; segmentsDir: str
   const mib = (n: number): string => `${(n / 1048576).toFixed(0)} MiB`;
   if (target.storeDir !== undefined) {
     store = await checkStoreDir(target.storeDir, {
+      probe: probeInChild,
       progressBytes: (n) => progress.show(`segments: ${mib(n)} verified`),
       progressBlocks: (n) => progress.show(`B+Tree: ${n} block pointers checked`),
     });
@@ -235,6 +249,15 @@ function locate(target: string): { storeDir: string | undefined; segmentsDir: st
 
 /** Entry point: returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === probeFlag && argv[1] !== undefined) {
+    try {
+      await probeBtree(argv[1]);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`${(e as Error).message}\n`);
+      return 3;
+    }
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, repair: { type: 'boolean' }, sync: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });

@@ -25,7 +25,7 @@ import type { SegmentSpaceMark } from '../alloc/index.js';
 import { checkSegments, type SegmentCheck, type SegmentFinding } from '../blocks/check.js';
 import { segmentFileName } from '../blocks/index.js';
 import { Btree } from '../btree/db.js';
-import { blockKeyIndex, direntKey, direntKeyName, inoPrefixRange, keyIno, linkKey, linkKeyParts, metaKeys } from '../btree/keys.js';
+import { blockKeyIndex, direntKey, direntKeyName, inoPrefixRange, keyIno, linkKey, linkKeyParts, metaKeys, tableNames, type TableName } from '../btree/keys.js';
 import { blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, decodeU64, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import type { Store } from './store.js';
 import { isDir, isLnk, isReg, rootIno, S_IFMT } from './types.js';
@@ -104,6 +104,12 @@ export interface StoreDirReport extends CheckReport {
 }
 
 export interface StoreDirOptions {
+  /**
+   * Decides, before this process maps LMDB, whether it can be read safely: returns why not, or
+   * undefined. LMDB trusts its pages, and a damaged page can crash the reading process (SIGSEGV),
+   * so the CLI walks the environment in a child process first (probeBtree).
+   */
+  probe?: (lmdbDir: string) => string | undefined;
   /** Bytes of segments scanned so far. */
   progressBytes?: (bytesDone: number) => void;
   /** Block map entries checked so far. */
@@ -125,7 +131,9 @@ export async function checkStoreDir(dir: string, options: StoreDirOptions = {}):
   let btreeError: string | undefined;
   const lmdbDir = join(dir, 'lmdb');
   if (!existsSync(join(lmdbDir, 'data.mdb'))) btreeError = `${join(lmdbDir, 'data.mdb')} is missing`;
-  else {
+  else if ((btreeError = options.probe?.(lmdbDir)) !== undefined) {
+    // unreadable: checked without it
+  } else {
     try {
       btree = Btree.open(lmdbDir, { readOnly: true });
     } catch (e) {
@@ -172,6 +180,24 @@ export async function checkStoreDir(dir: string, options: StoreDirOptions = {}):
   } finally {
     await btree?.close();
   }
+}
+
+/**
+ * Reads every key and value of every table of the environment in `lmdbDir` (read-only) and
+ * returns the number of entries. Run it in a child process: on a damaged environment it may
+ * throw, or the process may die of a signal.
+ */
+export async function probeBtree(lmdbDir: string): Promise<number> {
+  const btree = Btree.open(lmdbDir, { readOnly: true });
+  let count = 0;
+  try {
+    for (const name of Object.keys(tableNames) as TableName[]) {
+      for (const { key, value } of btree.table(name).getRange({})) count += key.length > 0 && value.length >= 0 ? 1 : 0;
+    }
+  } finally {
+    await btree.close();
+  }
+  return count;
 }
 
 /** The committed marks of a B+Tree (undefined when missing). */
