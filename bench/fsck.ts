@@ -30,7 +30,7 @@ export function fsckSizes(quick: boolean): FsckSizes {
 }
 
 /** Builds the store; returns the bytes of file data written. */
-async function buildStore(dir: string, sizes: FsckSizes): Promise<number> {
+export async function buildStore(dir: string, sizes: FsckSizes): Promise<number> {
   const store = Store.open(dir);
   const fs = new FileSystem(store, { writebackDelayMs: 0 });
   const source = patternBuffer(4 * MiB, 7);

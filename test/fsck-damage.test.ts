@@ -371,6 +371,24 @@ test('10. directory entry naming a missing inode, and marks below what is in use
   }
 });
 
+test('10b. log head mark below referenced records: detected per block, repaired without cutting a referenced byte', async () => {
+  const fx = await makeStore();
+  try {
+    const loc = await locate(fx.storeDir, '/d/c', 0);
+    await withBtree(fx.storeDir, (btree) => {
+      btree.table('meta').putSync(Buffer.from(metaKeys.segmentHead), Buffer.from(JSON.stringify({ segment: 1, offset: 32 + 32 + 4096 })));
+    });
+    const json = detectAndRepair(fx, [
+      { kind: 'mark-below-use', place: new RegExp(`^inode ${loc.ino} block 0$`) },
+      { kind: 'unreferenced-tail', place: /00000001\.seg:4160$/ },
+    ]);
+    assert.ok(!JSON.stringify(json).includes('.from-'), 'nothing referenced was cut');
+    assert.deepEqual(await readBack(fx.storeDir, undefined, fx.files), []);
+  } finally {
+    fx.cleanup();
+  }
+});
+
 /** Publishes one more file as its own (last) archive and returns that archive's name. */
 async function publishExtra(fx: Fixture): Promise<string> {
   const before = new Set(readdirSync(fx.syncDir!));

@@ -16,6 +16,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isFsError } from '../src/errors.js';
 import { checkSegments, type SegmentCheck } from '../src/blocks/check.js';
+import { listSegmentNumbers, segmentFileName } from '../src/blocks/index.js';
 import { checkStoreDir, isStoreDir, liveLockPid, probeBtree, type Problem, type StoreDirReport } from '../src/inode/check.js';
 import { FileSystem } from '../src/inode/fs.js';
 import { prepareRebuild, recoverOrphanRecords, repairStore, type RepairAction } from '../src/inode/repair.js';
@@ -70,16 +71,19 @@ interface Outcome {
   repair: { backupDir: string | null; quarantineDir: string | null; actions: RepairAction[]; lostBlocks: number } | null;
 }
 
+/** A progress line on stderr, only on a terminal, at most ten updates a second. */
 class Progress {
   private last = 0;
   constructor(private readonly enabled: boolean) {}
 
-  show(text: string): void {
+  show(text: string, fraction?: number): void {
     if (!this.enabled) return;
     const now = Date.now();
     if (now - this.last < 100) return;
     this.last = now;
-    process.stderr.write(`\rzippy-fsck: ${text}\x1b[K`);
+    const width = 30;
+    const bar = fraction === undefined ? '' : `[${'#'.repeat(Math.round(Math.min(1, fraction) * width)).padEnd(width, '.')}] ${Math.floor(Math.min(1, fraction) * 100)}% `;
+    process.stderr.write(`\rzippy-fsck: ${bar}${text}\x1b[K`);
   }
 
   done(): void {
@@ -104,6 +108,12 @@ interface Checked {
   problems: ReportedProblem[];
 }
 
+/** Bytes of the segment files in `dir` (the progress bar's total). */
+function segmentBytes(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  return listSegmentNumbers(dir).reduce((sum, segment) => sum + statSync(join(dir, segmentFileName(segment))).size, 0);
+}
+
 /** Hidden option: `--probe-lmdb <dir>` walks an LMDB environment and exits 0, or 3 when it throws. */
 const probeFlag = '--probe-lmdb';
 
@@ -120,21 +130,22 @@ async function checkAll(target: { storeDir: string | undefined; segmentsDir: str
   let segments: SegmentCheck | undefined;
   const problems: ReportedProblem[] = [];
   const mib = (n: number): string => `${(n / 1048576).toFixed(0)} MiB`;
+  const totalBytes = segmentBytes(target.segmentsDir);
   if (target.storeDir !== undefined) {
     store = await checkStoreDir(target.storeDir, {
       probe: probeInChild,
-      progressBytes: (n) => progress.show(`segments: ${mib(n)} verified`),
+      progressBytes: (n) => progress.show(`segments: ${mib(n)} of ${mib(totalBytes)} verified`, n / Math.max(1, totalBytes)),
       progressBlocks: (n) => progress.show(`B+Tree: ${n} block pointers checked`),
     });
     segments = store.segments;
     problems.push(...store.problems.map(fromStore));
   } else {
-    segments = checkSegments(target.segmentsDir, { progress: (n) => progress.show(`segments: ${mib(n)} verified`) });
+    segments = checkSegments(target.segmentsDir, { progress: (n) => progress.show(`segments: ${mib(n)} of ${mib(totalBytes)} verified`, n / Math.max(1, totalBytes)) });
     problems.push(...segments.findings.map((f) => fromStore({ code: f.code, place: `${f.file}:${f.offset}`, message: f.message })));
   }
   let sync: SyncCheckReport | undefined;
   if (syncDir !== undefined) {
-    sync = await checkSyncDir(syncDir, { configDir: defaultConfigDir(), progress: (n, of) => progress.show(`sync: archive ${n} of ${of}`) });
+    sync = await checkSyncDir(syncDir, { configDir: defaultConfigDir(), progress: (n, of) => progress.show(`sync: archive ${n} of ${of}`, n / Math.max(1, of)) });
     problems.push(...sync.problems.map(fromSync));
   }
   progress.done();
@@ -197,6 +208,7 @@ function counts(checked: Checked): Record<string, number> {
     c['directories'] = checked.store.directoryCount;
     c['blocks'] = checked.store.blockCount;
     c['blockBytes'] = checked.store.blockBytes;
+    c['deadRecords'] = checked.store.deadRecordCount;
   }
   if (checked.sync !== undefined) {
     c['archives'] = checked.sync.archiveCount;
@@ -221,7 +233,7 @@ function printText(outcome: Outcome): void {
   for (const n of outcome.notes) out(`note: ${n}`);
   const c = outcome.counts;
   const areas: [string, string, number | undefined][] = [
-    ['segments', `${c['segmentFiles'] ?? 0} files, ${c['records'] ?? 0} records, ${((c['recordBytes'] ?? 0) / 1048576).toFixed(1)} MiB`, undefined],
+    ['segments', `${c['segmentFiles'] ?? 0} files, ${c['records'] ?? 0} records (${c['deadRecords'] ?? 0} dead), ${((c['recordBytes'] ?? 0) / 1048576).toFixed(1)} MiB`, undefined],
     ['B+Tree', outcome.kind === 'store' ? `${c['inodes'] ?? 0} inodes, ${c['directories'] ?? 0} dirs, ${c['blocks'] ?? 0} block pointers` : 'not checked (bare segments dir)', undefined],
   ];
   if (outcome.syncDir !== null) areas.push(['sync', `${c['archives'] ?? 0} archives, ${c['archiveBlocks'] ?? 0} blocks, ${c['visibleVersions'] ?? 0} visible versions`, undefined]);
@@ -236,6 +248,7 @@ function printText(outcome: Outcome): void {
   out(table(rows));
   if (outcome.repair?.backupDir !== null && outcome.repair !== null) out(`backup of everything changed: ${outcome.repair.backupDir}`);
   if (outcome.repair?.quarantineDir !== null && outcome.repair !== null) out(`broken archives moved to: ${outcome.repair.quarantineDir}`);
+  if ((outcome.repair?.lostBlocks ?? 0) > 0) out(`${outcome.repair!.lostBlocks} block(s) had no good copy anywhere and now read as zeros (listed above)`);
   out(outcome.clean ? `${outcome.target}: clean` : `${outcome.target}: ${(outcome.remaining ?? outcome.problems).length} problem(s)`);
 }
 

@@ -101,6 +101,8 @@ export interface StoreDirReport extends CheckReport {
   inoNext: number | undefined;
   /** Set when LMDB is missing or unreadable: only the segments were checked. */
   btreeError: string | undefined;
+  /** Valid records no block pointer references: overwritten or deleted data the cleaner will reclaim (not a problem). */
+  deadRecordCount: number;
 }
 
 export interface StoreDirOptions {
@@ -155,8 +157,9 @@ export async function checkStoreDir(dir: string, options: StoreDirOptions = {}):
     const empty = { problems: [], inodeCount: 0, directoryCount: 0, blockCount: 0, blockBytes: 0 };
     if (btree === undefined || btreeError !== undefined) {
       const problem: Problem = { code: 'btree-unreadable', place: lmdbDir, message: `${btreeError ?? 'unreadable'}; --repair rebuilds it from the segments (and --sync)` };
-      return { ...empty, problems: [problem, ...segmentProblems], segments, head, inoNext, btreeError };
+      return { ...empty, problems: [problem, ...segmentProblems], segments, head, inoNext, btreeError, deadRecordCount: 0 };
     }
+    let referenced = 0;
     const source: CheckSource = {
       btree, head, inoNext,
       segmentExists: (segment) => segments.sizes.has(segment),
@@ -165,6 +168,7 @@ export async function checkStoreDir(dir: string, options: StoreDirOptions = {}):
         if (record === undefined) return `no valid record at ${segmentFileName(ptr.segment)}:${ptr.offset} (damaged or never written)`;
         if (record.ino !== ino || record.blockIndex !== blockIndex) return `record at ${segmentFileName(ptr.segment)}:${ptr.offset} belongs to ino ${record.ino} block ${record.blockIndex}`;
         if (record.lengthBytes !== ptr.lengthBytes) return `record holds ${record.lengthBytes} payload bytes, the pointer says ${ptr.lengthBytes}`;
+        referenced++;
         return undefined;
       },
     };
@@ -174,9 +178,9 @@ export async function checkStoreDir(dir: string, options: StoreDirOptions = {}):
     } catch (e) {
       if (isFsError(e, 'ASSERT')) throw e;
       const problem: Problem = { code: 'btree-unreadable', place: lmdbDir, message: `reading the B+Tree failed: ${(e as Error).message}; --repair rebuilds it` };
-      return { ...empty, problems: [problem, ...segmentProblems], segments, head, inoNext, btreeError: problem.message };
+      return { ...empty, problems: [problem, ...segmentProblems], segments, head, inoNext, btreeError: problem.message, deadRecordCount: 0 };
     }
-    return { ...report, problems: [...segmentProblems, ...report.problems], segments, head, inoNext, btreeError: undefined };
+    return { ...report, problems: [...segmentProblems, ...report.problems], segments, head, inoNext, btreeError: undefined, deadRecordCount: segments.recordCount - referenced };
   } finally {
     await btree?.close();
   }

@@ -31,7 +31,7 @@ import { fsError } from '../errors.js';
 import { blockSizeBytes } from '../limits.js';
 import type { SegmentSpaceMark } from '../alloc/index.js';
 import type { RecordIndex, SegmentCheck } from '../blocks/check.js';
-import { segmentFileName, type BlockRecordInput } from '../blocks/index.js';
+import { recordSizeBytes, segmentFileName, type BlockRecordInput } from '../blocks/index.js';
 import * as segmentHeader from '../blocks/segment-header.js';
 import { Btree } from '../btree/db.js';
 import {
@@ -42,7 +42,7 @@ import {
   type BlockPointer, type InodeRecord,
 } from '../btree/records.js';
 import { Store } from './store.js';
-import { isDir, isReg, nowNs, rootIno, S_IFDIR, S_IFMT, S_IFREG } from './types.js';
+import { isDir, isReg, nowNs, rootIno, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './types.js';
 
 /** Name of the directory, under the root, that receives inodes no directory names. */
 export const lostFoundName = 'lost+found';
@@ -95,17 +95,45 @@ function damagedSegments(check: SegmentCheck, head: SegmentSpaceMark | undefined
   return damaged;
 }
 
-/** Step 1–2: saves and cuts the unreferenced tail, moves segment files beyond the head into the backup. */
-function cutTails(check: SegmentCheck, backupDir: string, actions: RepairAction[]): void {
+/**
+ * Where the records the block maps reference end, per segment. A head mark that is too low
+ * makes referenced bytes look like a tail past the head: those are never cut.
+ */
+async function referencedEnds(lmdbDir: string): Promise<Map<number, number>> {
+  const btree = Btree.open(lmdbDir, { readOnly: true });
+  const ends = new Map<number, number>();
+  try {
+    for (const { value } of btree.table('blockmap').getRange({})) {
+      let ptr: BlockPointer;
+      try {
+        ptr = decodeBlockPointer(value, 'block');
+      } catch {
+        continue;
+      }
+      if (ptr.kind !== blockPointerKind.segment) continue;
+      ends.set(ptr.segment, Math.max(ends.get(ptr.segment) ?? 0, ptr.offset + recordSizeBytes(ptr)));
+    }
+  } finally {
+    await btree.close();
+  }
+  return ends;
+}
+
+/** Step 1–2: saves and cuts the unreferenced tail, moves segment files beyond the head into the backup (never referenced bytes). */
+function cutTails(check: SegmentCheck, referenced: ReadonlyMap<number, number>, backupDir: string, actions: RepairAction[]): void {
   for (const f of check.findings) {
-    if (f.code === 'segment-beyond-head') {
+    const end = referenced.get(f.segment);
+    if (f.code === 'segment-beyond-head' && end === undefined) {
       renameSync(f.file, join(backupDir, 'segments', segmentFileName(f.segment)));
       actions.push({ place: f.file, message: `segment beyond the committed head moved to ${join(backupDir, 'segments')}` });
     } else if (f.code === 'unreferenced-tail') {
-      const saved = join(backupDir, 'segments', `${segmentFileName(f.segment)}.from-${f.offset}`);
-      writeFileSync(saved, readRange(f.file, f.offset, f.lengthBytes));
-      truncateSync(f.file, f.offset);
-      actions.push({ place: `${f.file}:${f.offset}`, message: `cut ${f.lengthBytes} unreferenced bytes (saved as ${saved})` });
+      const from = Math.max(f.offset, end ?? 0);
+      const sizeBytes = check.sizes.get(f.segment) ?? 0;
+      if (from >= sizeBytes) continue;
+      const saved = join(backupDir, 'segments', `${segmentFileName(f.segment)}.from-${from}`);
+      writeFileSync(saved, readRange(f.file, from, sizeBytes - from));
+      truncateSync(f.file, from);
+      actions.push({ place: `${f.file}:${from}`, message: `cut ${sizeBytes - from} unreferenced bytes (saved as ${saved})` });
     }
   }
 }
@@ -157,7 +185,7 @@ export async function repairStore(dir: string, check: SegmentCheck, head: Segmen
   mkdirSync(join(backupDir, 'lmdb'), { recursive: true });
   copyFileSync(join(lmdbDir, 'data.mdb'), join(backupDir, 'lmdb', 'data.mdb'));
   actions.push({ place: lmdbDir, message: `LMDB saved to ${join(backupDir, 'lmdb')}` });
-  cutTails(check, backupDir, actions);
+  cutTails(check, await referencedEnds(lmdbDir), backupDir, actions);
   await raiseMarks(lmdbDir, check, 0);
   const store = Store.open(dir);
   let lostBlocks = 0;
@@ -288,6 +316,14 @@ function fixTree(store: Store, actions: RepairAction[]): void {
     walk = walkNames(store, decoded, actions);
   }
   rebuildLinkIndex(store);
+  // Symlink sizes from their targets.
+  for (const [ino, rec] of decoded) {
+    if ((rec.mode & S_IFMT) === S_IFLNK && rec.size !== rec.target.length) {
+      actions.push({ place: `inode ${ino}`, message: `symlink size ${rec.size} set to its target's ${rec.target.length} bytes` });
+      rec.size = rec.target.length;
+      inodes.putSync(inoKey(ino), encodeInode(rec));
+    }
+  }
   // nlink from the names counted.
   for (const [ino, rec] of decoded) {
     if (!walk.reachable.has(ino)) continue;
