@@ -441,6 +441,35 @@ test('13. zip entry tampered: detected naming the zip entry, moved to quarantine
   }
 });
 
+test('15. an archive the store reads blocks from goes missing: named per archive; not repairable, so --repair exits 1 and says what is left', async () => {
+  const syncDir = tempDir('zippy-fsck-sync-');
+  const writer = await openSyncBox(syncDir, { boxid: 'cd'.repeat(16) });
+  writeBoxFile(writer, '/shared', pattern(2 * 4096, 8));
+  await writer.engine.publishNow();
+  await writer.cleanup();
+  const reader = await openSyncBox(syncDir, { boxid });
+  await reader.engine.stop();
+  await reader.t.fs.close();
+  await reader.t.store.close();
+  try {
+    const zip = readdirSync(syncDir).find((f) => f.endsWith('.zip'))!;
+    unlinkSync(join(syncDir, zip));
+    const checked = fsck([reader.t.dir, '--sync', syncDir]);
+    assert.equal(checked.status, 1);
+    const name = zip.slice(0, 32);
+    assert.ok(checked.json.problems.some((p) => p.kind === 'zip-missing' && p.place.endsWith(`${name}.idx`)));
+    const gone = checked.json.problems.find((p) => p.kind === 'archive-gone');
+    assert.ok(gone !== undefined && gone.place === `archive ${name}` && !gone.repairable, JSON.stringify(checked.json.problems));
+    const repaired = fsck(['--repair', reader.t.dir, '--sync', syncDir]);
+    assert.equal(repaired.status, 1, 'problems left');
+    assert.ok(repaired.json.problems.find((p) => p.kind === 'zip-missing')!.repaired, 'the lone idx was quarantined');
+    assert.deepEqual(repaired.json.remaining!.map((p) => p.kind), ['archive-gone']);
+  } finally {
+    rmSync(syncDir, { recursive: true, force: true });
+    rmSync(reader.t.dir, { recursive: true, force: true });
+  }
+});
+
 test('14. encrypted sync dir: authenticated with the key (a changed byte in a sealed zip is found), without it a note and no problem', async () => {
   const syncDir = tempDir('zippy-fsck-enc-');
   const configDir = join(configHome, 'zippy-fs');

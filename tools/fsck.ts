@@ -17,12 +17,13 @@ import { parseArgs } from 'node:util';
 import { isFsError } from '../src/errors.js';
 import { checkSegments, type SegmentCheck } from '../src/blocks/check.js';
 import { listSegmentNumbers, segmentFileName } from '../src/blocks/index.js';
-import { checkStoreDir, isStoreDir, liveLockPid, probeBtree, type Problem, type StoreDirReport } from '../src/inode/check.js';
+import { Btree } from '../src/btree/db.js';
+import { archivePointers, checkStoreDir, isStoreDir, liveLockPid, probeBtree, type Problem, type StoreDirReport } from '../src/inode/check.js';
 import { FileSystem } from '../src/inode/fs.js';
 import { prepareRebuild, recoverOrphanRecords, repairStore, type RepairAction } from '../src/inode/repair.js';
 import { Store } from '../src/inode/store.js';
 import { boxidPath, loadBoxid } from '../src/sync/boxid.js';
-import { checkSyncDir, quarantinableCodes, quarantineArchives, type SyncCheckReport, type SyncProblem } from '../src/sync/check.js';
+import { checkArchiveReferences, checkSyncDir, quarantinableCodes, quarantineArchives, type SyncCheckReport, type SyncProblem } from '../src/sync/check.js';
 import { defaultConfigDir } from '../src/sync/crypto/index.js';
 import { importSyncDir } from '../src/sync/rebuild.js';
 
@@ -47,7 +48,7 @@ machine holds the key) and that every visible version's blocks are in some archi
 Exit codes: 0 clean (after --repair: clean now), 1 problems found (left), 2 could not run.`;
 
 /** Codes that --repair does not fix. */
-const unrepairable = new Set<string>(['too-deep', 'block-missing', 'version-base']);
+const unrepairable = new Set<string>(['too-deep', 'block-missing', 'version-base', 'archive-gone']);
 
 interface ReportedProblem {
   kind: string;
@@ -146,6 +147,14 @@ async function checkAll(target: { storeDir: string | undefined; segmentsDir: str
   let sync: SyncCheckReport | undefined;
   if (syncDir !== undefined) {
     sync = await checkSyncDir(syncDir, { configDir: defaultConfigDir(), progress: (n, of) => progress.show(`sync: archive ${n} of ${of}`, n / Math.max(1, of)) });
+    if (target.storeDir !== undefined && store?.btreeError === undefined && sync.authenticated) {
+      const btree = Btree.open(join(target.storeDir, 'lmdb'), { readOnly: true });
+      try {
+        checkArchiveReferences(archivePointers(btree), (name) => btree.table(name), sync);
+      } finally {
+        await btree.close();
+      }
+    }
     problems.push(...sync.problems.map(fromSync));
   }
   progress.done();

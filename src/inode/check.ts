@@ -204,6 +204,20 @@ export async function probeBtree(lmdbDir: string): Promise<number> {
   return count;
 }
 
+/** Every block pointer of kind archive in the store: the block lives in the sync dir under `blockId`. */
+export function* archivePointers(btree: Btree): Generator<{ ino: number; blockIndex: number; blockId: Buffer }> {
+  for (const { key, value } of btree.table('blockmap').getRange({})) {
+    if (value.length === 0 || value[0] !== blockPointerKind.archive) continue;
+    let ptr: BlockPointer;
+    try {
+      ptr = decodeBlockPointer(value, 'block');
+    } catch {
+      continue; // reported by the tree check
+    }
+    yield { ino: keyIno(key), blockIndex: blockKeyIndex(key), blockId: ptr.blockId };
+  }
+}
+
 /** The committed marks of a B+Tree (undefined when missing). */
 export function readMarks(btree: Btree): { head: SegmentSpaceMark | undefined; inoNext: number | undefined } {
   const meta = btree.table('meta');

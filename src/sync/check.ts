@@ -19,7 +19,8 @@ import { envelopePlainSizeMaxBytes } from './crypto/limits.js';
 import { idxSizeMaxBytes } from './limits.js';
 import { resolveBlockList, type FileVersion, type Idx, type Stamp } from './idx.js';
 import { isArchiveName } from './names.js';
-import { stampKey } from './state.js';
+import type { SyncPort } from '../inode/sync-port.js';
+import { stampKey, SyncState } from './state.js';
 import {
   blockEntryName, blockEntrySpanBytes, centralHeaderFixedSizeBytes, centralHeaderLayout, centralHeaderSignature, endRecordLayout,
   endRecordSignature, endRecordSizeBytes, hexOf, zip64EndRecordLayout, zip64LocatorLayout, zip64LocatorSignature, zip64LocatorSizeBytes,
@@ -28,7 +29,7 @@ import {
 import { decodeBlockEntry } from './zipfile.js';
 
 export type SyncProblemCode =
-  | 'idx-bad' | 'zip-missing' | 'zip-size' | 'zip-bad' | 'zip-directory' | 'zip-entry' | 'block-missing' | 'version-base' | 'sealed-bad';
+  | 'archive-gone' | 'idx-bad' | 'zip-missing' | 'zip-size' | 'zip-bad' | 'zip-directory' | 'zip-entry' | 'block-missing' | 'version-base' | 'sealed-bad';
 
 export interface SyncProblem {
   code: SyncProblemCode;
@@ -50,6 +51,8 @@ export interface SyncCheckReport {
   blockCount: number;
   versionCount: number;
   visibleCount: number;
+  /** Names of the archives whose idx and zip passed every check. */
+  wholeArchives: string[];
 }
 
 export interface SyncCheckOptions {
@@ -61,7 +64,7 @@ export interface SyncCheckOptions {
 
 /** Checks every archive of `syncDir` and the visible tree's block lists. Never modifies anything. */
 export async function checkSyncDir(syncDir: string, options: SyncCheckOptions): Promise<SyncCheckReport> {
-  const report: SyncCheckReport = { problems: [], notes: [], encrypted: false, authenticated: true, archiveCount: 0, blockCount: 0, versionCount: 0, visibleCount: 0 };
+  const report: SyncCheckReport = { problems: [], notes: [], encrypted: false, authenticated: true, archiveCount: 0, blockCount: 0, versionCount: 0, visibleCount: 0, wholeArchives: [] };
   let keys: ReadonlyMap<string, Uint8Array> | undefined;
   try {
     const keyring = loadKeyring(syncDir, options.configDir);
@@ -96,7 +99,10 @@ export async function checkSyncDir(syncDir: string, options: SyncCheckOptions): 
     const before = report.problems.length;
     await checkArchiveZip(archive, idx, keys, syncDir, report);
     // Blocks of an archive whose zip is damaged are not counted as available.
-    if (report.problems.length === before) for (const b of idx.blocks) available.add(hexOf(b.blockId));
+    if (report.problems.length === before) {
+      for (const b of idx.blocks) available.add(hexOf(b.blockId));
+      report.wholeArchives.push(archive.name);
+    }
     report.blockCount += idx.blocks.length;
     options.progress?.(++done, scan.complete.length);
   }
@@ -293,6 +299,37 @@ function checkVisibleVersions(idxs: readonly Idx[], available: ReadonlySet<strin
 
 function stampKeyHex(stamp: Stamp): string {
   return stampKey(stamp).toString('hex');
+}
+
+/**
+ * The store side of the sync dir: every block the store reads from an archive (block pointers of
+ * kind archive, resolved through the store's `blockid` and `catalog` tables) must lie in an
+ * archive that is whole in the sync dir. One problem per archive that is not, naming the inodes.
+ * `syncTable` reads the store's sync tables (read-only is enough).
+ */
+export function checkArchiveReferences(pointers: Iterable<{ ino: number; blockIndex: number; blockId: Buffer }>,
+  syncTable: SyncPort['syncTable'], report: SyncCheckReport): void {
+  // SyncState reads its tables only through syncTable; a read-only view of the store is enough.
+  const state = new SyncState({ syncTable } as unknown as SyncPort);
+  const whole = new Set(report.wholeArchives);
+  const gone = new Map<string, { count: number; inos: Set<number> }>();
+  for (const p of pointers) {
+    const stored = state.block(p.blockId);
+    const name = stored === undefined ? undefined : state.archive(stored.archive)?.name;
+    if (name !== undefined && whole.has(name)) continue;
+    const key = name ?? '(unknown archive)';
+    const entry = gone.get(key) ?? { count: 0, inos: new Set<number>() };
+    entry.count++;
+    entry.inos.add(p.ino);
+    gone.set(key, entry);
+  }
+  for (const [name, entry] of gone) {
+    const inos = [...entry.inos].slice(0, 10).join(', ');
+    report.problems.push({
+      code: 'archive-gone', place: `archive ${name}`, ...(isArchiveName(name) ? { archive: name } : {}),
+      message: `${entry.count} block(s) of inodes ${inos}${entry.inos.size > 10 ? ', …' : ''} are read from this archive, which is not whole in the sync dir (missing, damaged or quarantined): those reads fail until it is restored`,
+    });
+  }
 }
 
 /** Codes of sync-dir problems that moving the archive aside repairs (the archive is unusable as it is). */
