@@ -18,14 +18,13 @@ import { isFsError } from '../src/errors.js';
 import { checkSegments, type SegmentCheck } from '../src/blocks/check.js';
 import { listSegmentNumbers, segmentFileName } from '../src/blocks/index.js';
 import { Btree } from '../src/btree/db.js';
-import { archivePointers, checkStoreDir, isStoreDir, liveLockPid, probeBtree, type Problem, type StoreDirReport } from '../src/inode/check.js';
-import { FileSystem } from '../src/inode/fs.js';
+import { archivePointers, checkStoreDir, isStoreDir, liveLockPid, type Problem, type StoreDirReport } from '../src/inode/check.js';
 import { prepareRebuild, recoverOrphanRecords, repairStore, type RepairAction } from '../src/inode/repair.js';
 import { Store } from '../src/inode/store.js';
-import { boxidPath, loadBoxid } from '../src/sync/boxid.js';
-import { checkArchiveReferences, checkSyncDir, quarantinableCodes, quarantineArchives, type SyncCheckReport, type SyncProblem } from '../src/sync/check.js';
-import { defaultConfigDir } from '../src/sync/crypto/index.js';
-import { importSyncDir } from '../src/sync/rebuild.js';
+import type { SyncCheckReport, SyncProblem } from '../src/sync/check.js';
+
+// The sync layer (and libsodium with it) is loaded only when --sync is given: a store check starts faster.
+const syncCheck = (): Promise<typeof import('../src/sync/check.js')> => import('../src/sync/check.js');
 
 export const fsckExit = { clean: 0, problems: 1, failed: 2 } as const;
 
@@ -98,8 +97,8 @@ function fromStore(p: Problem): ReportedProblem {
   return { kind: p.code, area: segmentCodes.has(p.code) ? 'segments' : 'btree', place: p.place, message: p.message, repairable: !unrepairable.has(p.code), repaired: false };
 }
 
-function fromSync(p: SyncProblem): ReportedProblem {
-  return { kind: p.code, area: 'sync', place: p.place, message: p.message, repairable: quarantinableCodes.has(p.code), repaired: false };
+function fromSync(p: SyncProblem, quarantinable: ReadonlySet<string>): ReportedProblem {
+  return { kind: p.code, area: 'sync', place: p.place, message: p.message, repairable: quarantinable.has(p.code), repaired: false };
 }
 
 interface Checked {
@@ -115,12 +114,9 @@ function segmentBytes(dir: string): number {
   return listSegmentNumbers(dir).reduce((sum, segment) => sum + statSync(join(dir, segmentFileName(segment))).size, 0);
 }
 
-/** Hidden option: `--probe-lmdb <dir>` walks an LMDB environment and exits 0, or 3 when it throws. */
-const probeFlag = '--probe-lmdb';
-
 /** Walks `lmdbDir` in a child process; returns why it cannot be read, or undefined when it can. */
 function probeInChild(lmdbDir: string): string | undefined {
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), probeFlag, lmdbDir], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [fileURLToPath(new URL('./fsck-probe.js', import.meta.url)), lmdbDir], { encoding: 'utf8' });
   if (r.status === 0) return undefined;
   const why = r.signal !== null ? `reading it crashed a process (${r.signal})` : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
   return `the LMDB environment is damaged: ${why}`;
@@ -146,6 +142,8 @@ async function checkAll(target: { storeDir: string | undefined; segmentsDir: str
   }
   let sync: SyncCheckReport | undefined;
   if (syncDir !== undefined) {
+    const { checkArchiveReferences, checkSyncDir, quarantinableCodes } = await syncCheck();
+    const { defaultConfigDir } = await import('../src/sync/crypto/index.js');
     sync = await checkSyncDir(syncDir, { configDir: defaultConfigDir(), progress: (n, of) => progress.show(`sync: archive ${n} of ${of}`, n / Math.max(1, of)) });
     if (target.storeDir !== undefined && store?.btreeError === undefined && sync.authenticated) {
       const btree = Btree.open(join(target.storeDir, 'lmdb'), { readOnly: true });
@@ -155,7 +153,7 @@ async function checkAll(target: { storeDir: string | undefined; segmentsDir: str
         await btree.close();
       }
     }
-    problems.push(...sync.problems.map(fromSync));
+    problems.push(...sync.problems.map((p) => fromSync(p, quarantinableCodes)));
   }
   progress.done();
   return { store, segments, sync, problems };
@@ -165,6 +163,7 @@ async function repair(storeDir: string, checked: Checked, syncDir: string | unde
   const result: NonNullable<Outcome['repair']> = { backupDir: null, quarantineDir: null, actions: [], lostBlocks: 0 };
   const storeProblems = checked.problems.filter((p) => p.area !== 'sync');
   if (syncDir !== undefined && checked.sync !== undefined) {
+    const { quarantinableCodes, quarantineArchives } = await syncCheck();
     const names = new Set(checked.sync.problems.filter((p) => quarantinableCodes.has(p.code) && p.archive !== undefined).map((p) => p.archive!));
     if (names.size > 0) {
       const q = quarantineArchives(syncDir, names);
@@ -180,6 +179,10 @@ async function repair(storeDir: string, checked: Checked, syncDir: string | unde
     try {
       let claimed: Parameters<typeof recoverOrphanRecords>[4] = () => false;
       if (syncDir !== undefined) {
+        const { FileSystem } = await import('../src/inode/fs.js');
+        const { importSyncDir } = await import('../src/sync/rebuild.js');
+        const { boxidPath, loadBoxid } = await import('../src/sync/boxid.js');
+        const { defaultConfigDir } = await import('../src/sync/crypto/index.js');
         const fs = new FileSystem(store, { writebackDelayMs: 0 });
         try {
           const imported = await importSyncDir(fs, syncDir, { boxid: loadBoxid(boxidPath()), configDir: defaultConfigDir(), log });
@@ -271,15 +274,6 @@ function locate(target: string): { storeDir: string | undefined; segmentsDir: st
 
 /** Entry point: returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  if (argv[0] === probeFlag && argv[1] !== undefined) {
-    try {
-      await probeBtree(argv[1]);
-      return 0;
-    } catch (e) {
-      process.stderr.write(`${(e as Error).message}\n`);
-      return 3;
-    }
-  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, repair: { type: 'boolean' }, sync: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
