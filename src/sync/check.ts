@@ -10,7 +10,7 @@
  * Without a key for an encrypted dir nothing can be opened: the report says so (a note, not a
  * problem) and only the envelope headers and sizes are checked.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FsError, isFsError } from '../errors.js';
 import { scanSyncDir, zipSuffix, type CompleteArchive } from './archive-store.js';
@@ -118,7 +118,13 @@ function checkEnvelopesOnly(syncDir: string, report: SyncCheckReport): void {
     const path = join(syncDir, file);
     try {
       plainSizeOfSealed(statSync(path).size, path);
-      const head = readFileSync(path).subarray(0, 64);
+      const head = Buffer.alloc(64);
+      const fd = openSync(path, 'r');
+      try {
+        readSync(fd, head, 0, head.length, 0);
+      } finally {
+        closeSync(fd);
+      }
       decodeEnvelopeHeader(head, { archiveName: m[1]!, kind: m[2] as 'zip' | 'idx' }, path);
     } catch (e) {
       if (!isFsError(e)) throw e;
