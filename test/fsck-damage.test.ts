@@ -353,6 +353,29 @@ test('9. orphan inode (no directory names it): detected, linked into lost+found 
   }
 });
 
+test('9b. detached directory (its entry gone): the whole subtree comes back under lost+found with its data', async () => {
+  const fx = await makeStore();
+  try {
+    const { ino: b } = await locate(fx.storeDir, '/d/b', 0);
+    let d = 0;
+    await withBtree(fx.storeDir, (btree) => {
+      const entry = btree.table('dirent').get(direntKey(rootIno, Buffer.from('d')))!;
+      d = entry.readUInt32BE(4);
+      btree.table('dirent').removeSync(direntKey(rootIno, Buffer.from('d')));
+      btree.table('link').removeSync(linkKey(d, rootIno, Buffer.from('d')));
+    });
+    detectAndRepair(fx, [
+      { kind: 'unreachable-inode', place: new RegExp(`^inode ${d}$`) },
+      { kind: 'unreachable-inode', place: new RegExp(`^inode ${b}$`) },
+      { kind: 'nlink', place: /^inode 1$/ },
+    ]);
+    const moved = new Map([...fx.files].map(([p, data]) => [p.replace(/^\/d\//, `/lost+found/#${d}/`), data] as const));
+    assert.deepEqual(await readBack(fx.storeDir, undefined, moved), []);
+  } finally {
+    fx.cleanup();
+  }
+});
+
 test('10. directory entry naming a missing inode, and marks below what is in use: detected, fixed', async () => {
   const fx = await makeStore();
   try {

@@ -258,24 +258,38 @@ interface Walk {
   subdirs: Map<number, number>;
 }
 
-/** Step 4b–g. */
+/** Step 4b–g, one helper per step. */
 function fixTree(store: Store, actions: RepairAction[]): void {
-  const btree = store.btree;
-  const dirents = btree.table('dirent');
-  const inodes = btree.table('inode');
+  const decoded = loadInodesForRepair(store, actions);
+  if (!decoded.has(rootIno)) throw fsError('CORRUPT', 'the root inode is missing: rebuild instead', `inode ${rootIno}`);
+  fixDirents(store, decoded, actions);
+  const orphans = new Set<number>();
+  for (const key of store.btree.table('orphan').getKeys({})) orphans.add(keyIno(key));
+  const walk = relinkUnreachable(store, decoded, orphans, actions);
+  rebuildLinkIndex(store);
+  fixCounts(store, decoded, walk, actions);
+  cleanLists(store, decoded, orphans, walk, actions);
+}
+
+/** Every inode record that decodes; the others are removed (their names then dangle and go too). */
+function loadInodesForRepair(store: Store, actions: RepairAction[]): Map<number, InodeRecord> {
+  const inodes = store.btree.table('inode');
   const decoded = new Map<number, InodeRecord>();
   for (const { key, value } of inodes.getRange({})) {
     const ino = keyIno(key);
     try {
       decoded.set(ino, decodeInode(value, `inode ${ino}`));
     } catch {
-      // An undecodable inode record: its names become dangling and are removed below.
       inodes.removeSync(key);
       actions.push({ place: `inode ${ino}`, message: 'undecodable inode record removed (saved in the LMDB backup)' });
     }
   }
-  if (!decoded.has(rootIno)) throw fsError('CORRUPT', 'the root inode is missing: rebuild instead', `inode ${rootIno}`);
-  // Dangling entries and wrong types.
+  return decoded;
+}
+
+/** Entries that are undecodable, in a non-directory or naming a missing inode go; wrong types are fixed. */
+function fixDirents(store: Store, decoded: Map<number, InodeRecord>, actions: RepairAction[]): void {
+  const dirents = store.btree.table('dirent');
   for (const { key, value } of dirents.getRange({})) {
     const parent = keyIno(key);
     const name = direntKeyName(key);
@@ -286,7 +300,8 @@ function fixTree(store: Store, actions: RepairAction[]): void {
     const place = `directory ${parent} entry ${JSON.stringify(name.toString('utf8'))}`;
     if (entry === undefined || parentRec === undefined || !isDir(parentRec.mode) || (child === undefined && !isDotdot)) {
       dirents.removeSync(key);
-      actions.push({ place, message: `entry removed: ${entry === undefined ? 'undecodable' : parentRec === undefined || !isDir(parentRec.mode) ? 'its directory does not exist' : `names inode ${entry.ino}, which does not exist`}` });
+      const why = entry === undefined ? 'undecodable' : parentRec === undefined || !isDir(parentRec.mode) ? 'its directory does not exist' : `names inode ${entry.ino}, which does not exist`;
+      actions.push({ place, message: `entry removed: ${why}` });
       continue;
     }
     if (!isDotdot && child !== undefined && (child.mode & S_IFMT) >> 12 !== entry.type) {
@@ -294,9 +309,14 @@ function fixTree(store: Store, actions: RepairAction[]): void {
       actions.push({ place, message: `entry type fixed to ${(child.mode & S_IFMT) >> 12}` });
     }
   }
-  const orphans = new Set<number>();
-  for (const key of btree.table('orphan').getKeys({})) orphans.add(keyIno(key));
-  // Unreachable inodes into lost+found, until everything is reachable.
+}
+
+/**
+ * Links inodes nothing reachable names into lost+found, tops of detached subtrees first (those
+ * no entry names at all), so a detached directory brings its contents along; repeats until
+ * everything is reachable (bounded). Returns the final walk.
+ */
+function relinkUnreachable(store: Store, decoded: Map<number, InodeRecord>, orphans: Set<number>, actions: RepairAction[]): Walk {
   let walk = walkNames(store, decoded, actions);
   for (let round = 0; round < 64; round++) {
     const unreachable = [...decoded.keys()].filter((ino) => !walk.reachable.has(ino) && !(orphans.has(ino) && decoded.get(ino)!.nlink === 0));
@@ -304,36 +324,46 @@ function fixTree(store: Store, actions: RepairAction[]): void {
     const named = namedInos(store);
     let chosen = unreachable.filter((ino) => !named.has(ino));
     if (chosen.length === 0) chosen = unreachable.filter((ino) => isDir(decoded.get(ino)!.mode)).slice(0, 1);
-    if (chosen.length === 0) chosen = unreachable;
+    if (chosen.length === 0 || round === 63) chosen = unreachable;
     const lostFound = ensureLostFound(store, decoded, actions);
     for (const ino of chosen) {
       if (ino === lostFound) continue;
       linkIntoLostFound(store, lostFound, ino, decoded.get(ino)!);
       orphans.delete(ino);
-      btree.table('orphan').removeSync(inoKey(ino));
+      store.btree.table('orphan').removeSync(inoKey(ino));
       actions.push({ place: `inode ${ino}`, message: `no directory named it: linked as /${lostFoundName}/#${ino}` });
     }
     walk = walkNames(store, decoded, actions);
   }
-  rebuildLinkIndex(store);
-  // Symlink sizes from their targets.
+  return walk;
+}
+
+/** Symlink sizes from their targets; nlink from the names counted. */
+function fixCounts(store: Store, decoded: Map<number, InodeRecord>, walk: Walk, actions: RepairAction[]): void {
+  const inodes = store.btree.table('inode');
   for (const [ino, rec] of decoded) {
+    let changed = false;
     if ((rec.mode & S_IFMT) === S_IFLNK && rec.size !== rec.target.length) {
       actions.push({ place: `inode ${ino}`, message: `symlink size ${rec.size} set to its target's ${rec.target.length} bytes` });
       rec.size = rec.target.length;
-      inodes.putSync(inoKey(ino), encodeInode(rec));
+      changed = true;
     }
-  }
-  // nlink from the names counted.
-  for (const [ino, rec] of decoded) {
-    if (!walk.reachable.has(ino)) continue;
-    const want = isDir(rec.mode) ? 1 + (walk.subdirs.get(ino) ?? 0) + (ino === rootIno ? 1 : walk.names.get(ino) ?? 0) : walk.names.get(ino) ?? 0;
-    if (rec.nlink !== want) {
-      actions.push({ place: `inode ${ino}`, message: `nlink ${rec.nlink} set to ${want}` });
-      rec.nlink = want;
-      inodes.putSync(inoKey(ino), encodeInode(rec));
+    if (walk.reachable.has(ino)) {
+      const names = walk.names.get(ino) ?? 0;
+      const want = isDir(rec.mode) ? 1 + (walk.subdirs.get(ino) ?? 0) + (ino === rootIno ? 1 : names) : names;
+      if (rec.nlink !== want) {
+        actions.push({ place: `inode ${ino}`, message: `nlink ${rec.nlink} set to ${want}` });
+        rec.nlink = want;
+        changed = true;
+      }
     }
+    if (changed) inodes.putSync(inoKey(ino), encodeInode(rec));
   }
+}
+
+/** The orphan list keeps only unlinked, unreachable inodes; xattrs of missing inodes go. */
+function cleanLists(store: Store, decoded: Map<number, InodeRecord>, orphans: Set<number>, walk: Walk, actions: RepairAction[]): void {
+  const btree = store.btree;
   for (const ino of orphans) {
     const rec = decoded.get(ino);
     if (rec === undefined || rec.nlink !== 0 || walk.reachable.has(ino)) {
