@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openSyncBox, openTestFs, seededRandom, tempDir, writeBoxFile } from './fixtures.js';
@@ -228,6 +228,9 @@ test('3. garbage past the committed head (torn tail of an interrupted append): d
     const last = readdirSync(segments).sort().pop()!;
     const sizeBefore = statSync(join(segments, last)).size;
     appendFileSync(join(segments, last), pattern(5000, 7));
+    const before = [join(segments, last), join(fx.storeDir, 'lmdb', 'data.mdb')].map((f) => readFileSync(f));
+    assert.equal(fsck([fx.storeDir]).status, 1);
+    assert.deepEqual([join(segments, last), join(fx.storeDir, 'lmdb', 'data.mdb')].map((f) => readFileSync(f)), before, 'a check changes nothing (no recovery cut, no LMDB write)');
     const json = detectAndRepair(fx, [{ kind: 'unreferenced-tail', place: new RegExp(`${last}:${sizeBefore}$`) }]);
     assert.equal(statSync(join(segments, last)).size, sizeBefore);
     assert.ok(existsSync(join(json.repair!.backupDir!, 'segments', `${last}.from-${sizeBefore}`)), 'cut bytes saved');

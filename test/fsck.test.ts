@@ -6,10 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, cpSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
-import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { openSyncBox, openTestFs, seededRandom, tempDir, writeBoxFile } from './fixtures.js';
 import { checkStoreDir } from '../src/inode/check.js';
 import { cleanSegments } from '../src/inode/cleaner.js';
@@ -41,6 +40,11 @@ test('zippy-fsck: clean store, segments dir, damaged block, --json, usage errors
     assert.equal(clean.status, 0, clean.stdout + clean.stderr);
     assert.match(clean.stdout, /clean/);
     assert.equal(fsck(join(t.dir, 'segments')).status, 0, 'segments/ inside a store checks that store');
+    const bare = join(tempDir('zippy-fsck-bare-'), 'segs');
+    cpSync(join(t.dir, 'segments'), bare, { recursive: true });
+    const bareClean = fsck('--json', bare);
+    assert.equal(bareClean.status, 0, 'a bare segments directory: every record verified');
+    assert.equal((JSON.parse(bareClean.stdout) as { kind: string }).kind, 'segments');
     const fd = openSync(segmentFile, 'r+');
     const byte = Buffer.alloc(1);
     readSync(fd, byte, 0, 1, ptr.offset + 40);
@@ -53,6 +57,12 @@ test('zippy-fsck: clean store, segments dir, damaged block, --json, usage errors
     assert.deepEqual(result.problems.map((p) => p.kind).sort(), ['block-unreadable', 'torn-tail'], 'the damaged last record is a torn tail, and its pointer is unreadable');
     assert.match(result.problems.find((p) => p.kind === 'block-unreadable')!.place, new RegExp(`inode ${f.ino} block 2`));
     assert.match(result.problems.find((p) => p.kind === 'torn-tail')!.place, new RegExp(`${segmentFile}:${ptr.offset}$`));
+    cpSync(segmentFile, join(bare, segmentFile.split('/').pop()!));
+    const bareDamaged = fsck('--json', bare);
+    assert.equal(bareDamaged.status, 1);
+    assert.deepEqual((JSON.parse(bareDamaged.stdout) as { problems: { kind: string }[] }).problems.map((p) => p.kind), ['torn-tail']);
+    assert.equal(fsck('--repair', bare).status, 2, '--repair needs the store around the segments');
+    rmSync(dirname(bare), { recursive: true, force: true });
   } finally {
     rmSync(t.dir, { recursive: true, force: true });
   }
