@@ -525,6 +525,21 @@ test('14. encrypted sync dir: authenticated with the key (a changed byte in a se
   }
 });
 
+test('13b. zip central directory disagreeing with the idx (a CRC-32 changed there only): detected naming the entry', async () => {
+  const fx = await makeStore({ sync: true });
+  try {
+    const name = await publishExtra(fx);
+    const zipPath = join(fx.syncDir!, `${name}.zip`);
+    const bytes = readFileSync(zipPath);
+    const signature = Buffer.from([0x50, 0x4b, 0x01, 0x02]);
+    const firstBlockHeader = bytes.indexOf(signature, bytes.indexOf(signature) + 4); // entry 0 is blocks/
+    flipByte(zipPath, firstBlockHeader + 16);
+    detectAndRepair(fx, [{ kind: 'zip-directory', place: new RegExp(`${name}\\.zip entry blocks/[0-9a-f]{32}$`) }], { sync: true });
+  } finally {
+    fx.cleanup();
+  }
+});
+
 test('usage: --help 0, no directory 2, a missing one 2, a relative --sync 2, a store in use 2', async () => {
   const r = spawnSync(process.execPath, [fsckJs, '--help'], { encoding: 'utf8' });
   assert.equal(r.status, 0);

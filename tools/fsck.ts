@@ -132,7 +132,7 @@ async function checkAll(target: { storeDir: string | undefined; segmentsDir: str
     store = await checkStoreDir(target.storeDir, {
       probe: probeInChild,
       progressBytes: (n) => progress.show(`segments: ${mib(n)} of ${mib(totalBytes)} verified`, n / Math.max(1, totalBytes)),
-      progressBlocks: (n) => progress.show(`B+Tree: ${n} block pointers checked`),
+      progressBlocks: (n, total) => progress.show(`B+Tree: ${n} of ${total} block pointers checked`, n / Math.max(1, total)),
     });
     segments = store.segments;
     problems.push(...store.problems.map(fromStore));

@@ -54,8 +54,8 @@ export interface CheckReport {
 export interface CheckOptions {
   /** Read and verify every block record (default true). */
   readBlocks?: boolean;
-  /** Called now and then with a count of items done, for progress bars. */
-  progress?: (done: number) => void;
+  /** Called now and then with the block pointers checked so far and their total, for progress bars. */
+  progress?: (done: number, total: number) => void;
 }
 
 /** What the tree checks need from a store, open or lying on disk. */
@@ -115,7 +115,7 @@ export interface StoreDirOptions {
   /** Bytes of segments scanned so far. */
   progressBytes?: (bytesDone: number) => void;
   /** Block map entries checked so far. */
-  progressBlocks?: (done: number) => void;
+  progressBlocks?: (done: number, total: number) => void;
 }
 
 /** True when `dir` looks like a store: it has lmdb/ or segments/. */
@@ -381,12 +381,13 @@ function checkBlocks(source: CheckSource, inodes: Map<number, InodeRecord>, opti
   if (head === undefined) report('mark-below-use', 'meta alloc.segment-head', 'the segment log head mark is missing');
   let blockCount = 0;
   let blockBytes = 0;
+  const blockTotal = options.progress === undefined ? 0 : (source.btree.table('blockmap').getStats() as { entryCount: number }).entryCount;
   for (const { key, value } of source.btree.table('blockmap').getRange({})) {
     const ino = keyIno(key);
     const blockIndex = blockKeyIndex(key);
     const place = `inode ${ino} block ${blockIndex}`;
     blockCount++;
-    if (options.progress !== undefined && blockCount % 4096 === 0) options.progress(blockCount);
+    if (options.progress !== undefined && blockCount % 4096 === 0) options.progress(blockCount, blockTotal);
     const rec = inodes.get(ino);
     if (rec === undefined) {
       report('block-orphan', place, 'block map entry of a missing inode');
