@@ -5,7 +5,7 @@
  * not touch reads back after the repair — through a fresh store and, where blocks live in
  * archives, its sync engine.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
@@ -24,6 +24,7 @@ import { SyncEngine } from '../src/sync/engine.js';
 const fsckJs = fileURLToPath(new URL('../tools/fsck.js', import.meta.url));
 const configHome = tempDir('zippy-fsck-config-');
 const boxid = 'ab'.repeat(16);
+after(() => rmSync(configHome, { recursive: true, force: true }));
 
 interface Reported { kind: string; place: string; message: string; repairable: boolean; repaired: boolean }
 interface FsckJson { clean: boolean; problems: Reported[]; remaining: Reported[] | null; repair: { backupDir: string | null; quarantineDir: string | null } | null; notes: string[] }
@@ -563,6 +564,5 @@ test('usage: --help 0, no directory 2, a missing one 2, a relative --sync 2, a s
     assert.match(text.stdout, /area\s+checked\s+problems\s+repaired\s+left/);
   } finally {
     fx.cleanup();
-    rmSync(configHome, { recursive: true, force: true });
   }
 });

@@ -149,7 +149,9 @@ test('no false positive: healthy sync dirs (several peers, edits, renames, delet
         await box.engine.publishNow();
         await rnd.pick([a, b]).engine.importNow();
       }
-      const report = await checkSyncDir(syncDir, { configDir: tempDir('zippy-fsck-cfg-') });
+      const configDir = tempDir('zippy-fsck-cfg-');
+      const report = await checkSyncDir(syncDir, { configDir });
+      rmSync(configDir, { recursive: true, force: true });
       assert.deepEqual(report.problems, [], `seed ${seed}`);
       assert.ok(report.archiveCount > 0 && report.visibleCount > 0);
     } finally {
