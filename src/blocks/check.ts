@@ -10,6 +10,7 @@
  */
 import * as fs from 'node:fs';
 import type { SegmentSpaceMark } from '../alloc/index.js';
+import { assert } from '../errors.js';
 import * as blockRecord from './record.js';
 import { scanSegmentFile } from './scan.js';
 import { listSegmentNumbers, segmentPath } from './segment-files.js';
@@ -48,18 +49,20 @@ export interface IndexedRecord {
 
 /**
  * Every valid record of a segments directory by location. Per segment, records are kept in
- * file order in parallel arrays (about 40 bytes a record: 10 MB for 1 GiB of blocks).
+ * file order in parallel arrays (offsets ascending, so a lookup is a binary search): about
+ * 32 bytes a record, 8 MB for 1 GiB of blocks.
  */
 export class RecordIndex {
-  private readonly bySegment = new Map<number, { offsets: number[]; inos: number[]; blockIndexes: number[]; lengths: number[]; at: Map<number, number> }>();
+  private readonly bySegment = new Map<number, { offsets: number[]; inos: number[]; blockIndexes: number[]; lengths: number[] }>();
 
+  /** Adds a record; records of one segment must come in ascending offset order (as a scan yields them). */
   add(segment: number, offset: number, record: IndexedRecord): void {
     let s = this.bySegment.get(segment);
     if (s === undefined) {
-      s = { offsets: [], inos: [], blockIndexes: [], lengths: [], at: new Map() };
+      s = { offsets: [], inos: [], blockIndexes: [], lengths: [] };
       this.bySegment.set(segment, s);
     }
-    s.at.set(offset, s.offsets.length);
+    assert(s.offsets.length === 0 || s.offsets[s.offsets.length - 1]! < offset, `records of segment ${segment} are added in offset order`);
     s.offsets.push(offset);
     s.inos.push(record.ino);
     s.blockIndexes.push(record.blockIndex);
@@ -69,9 +72,17 @@ export class RecordIndex {
   /** The valid record that starts at (segment, offset), if any. */
   get(segment: number, offset: number): IndexedRecord | undefined {
     const s = this.bySegment.get(segment);
-    const i = s?.at.get(offset);
-    if (s === undefined || i === undefined) return undefined;
-    return { ino: s.inos[i]!, blockIndex: s.blockIndexes[i]!, lengthBytes: s.lengths[i]! };
+    if (s === undefined) return undefined;
+    let low = 0;
+    let high = s.offsets.length - 1;
+    while (low <= high) {
+      const mid = (low + high) >>> 1;
+      const at = s.offsets[mid]!;
+      if (at === offset) return { ino: s.inos[mid]!, blockIndex: s.blockIndexes[mid]!, lengthBytes: s.lengths[mid]! };
+      if (at < offset) low = mid + 1;
+      else high = mid - 1;
+    }
+    return undefined;
   }
 
   /** Every record in log order (segment ascending, then offset): later records are newer. */
