@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- --only engine|mount|sync|syncd] [-- --quick]`: runs the engine benchmark (issue 2),
- * the whole-mount benchmark (issue 3), the sync benchmark (issues 4 and 6, plain vs encrypted) and the sync daemon benchmark (issue 5), prints one table per suite (zippy figure, baseline
+ * `npm run bench [-- --only engine|mount|sync|syncd|fsck] [-- --quick]`: runs the engine benchmark (issue 2),
+ * the whole-mount benchmark (issue 3), the sync benchmark (issues 4 and 6, plain vs encrypted), the sync daemon benchmark (issue 5) and the fsck benchmark (issue 7), prints one table per suite (zippy figure, baseline
  * figure, ratio, the issue's target and whether it is met), and writes bench/report.md and
  * bench/report.json (both git-ignored). Temporary directories and mounts are removed even when a
  * workload fails; the exit code is 1 if a workload failed, 0 otherwise (a missed target is a
@@ -14,11 +14,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cachesDropped, Cleanup, MiB, targetMet, type Figure } from './common.js';
 import { runEngine } from './engine.js';
+import { runFsck } from './fsck.js';
 import { runMount } from './mount.js';
 import { runSync } from './sync.js';
 import { runSyncd } from './syncd.js';
 
-const suites = ['engine', 'mount', 'sync', 'syncd'] as const;
+const suites = ['engine', 'mount', 'sync', 'syncd', 'fsck'] as const;
 type Suite = (typeof suites)[number];
 
 const repoDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -27,7 +28,7 @@ const benchDir = join(repoDir, 'bench');
 function parse(): { only: Suite[]; quick: boolean } {
   const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help === true) {
-    process.stdout.write('Usage: npm run bench -- [--only engine|mount|sync|syncd] [--quick]\n');
+    process.stdout.write('Usage: npm run bench -- [--only engine|mount|sync|syncd|fsck] [--quick]\n');
     process.exit(0);
   }
   if (values.only !== undefined && !(suites as readonly string[]).includes(values.only)) {
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
   for (const suite of only) {
     try {
       const figures = suite === 'engine' ? await runEngine(quick, cleanup) : suite === 'mount' ? await runMount(quick, cleanup)
-        : suite === 'sync' ? await runSync(quick, cleanup) : await runSyncd(quick, cleanup);
+        : suite === 'sync' ? await runSync(quick, cleanup) : suite === 'syncd' ? await runSyncd(quick, cleanup) : await runFsck(quick, cleanup);
       results.push({ suite, figures });
     } catch (e) {
       const message = String((e as Error)?.stack ?? e);
@@ -112,6 +113,7 @@ async function main(): Promise<void> {
     engine: 'Engine (issue 2): inode API in-process vs raw syscalls / raw LMDB', mount: 'Mount (issue 3): FUSE mount vs plain directory on the same disk',
     sync: 'Sync (issues 4 and 6): engine in-process, encrypted sync dir vs plain sync dir',
     syncd: 'Sync daemon (issue 5): zippy-sync --once with rsync to a local path',
+    fsck: 'fsck (issue 7): zippy-fsck of a large store vs reading its files once',
   };
   let text = '';
   let md = `# zippy-fs benchmark report\n\n${context.map((c) => `- ${c}`).join('\n')}\n\nRatio = zippy ÷ baseline. Produced by \`npm run bench\` (bench/run.ts).\n`;
