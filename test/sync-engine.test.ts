@@ -225,3 +225,59 @@ test('two stores of one machine (same boxid) never mint equal stamps: concurrent
     await b.cleanup();
   }
 });
+
+test('a name removed or moved away locally while its file is held back (still being written) is not put back', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir, { publishDelayMs: 20 });
+  const idxCount = (): number => readdirSync(dir).filter((f) => f.endsWith('.idx')).length;
+  const publishedBeyond = async (count: number): Promise<void> => {
+    a.engine.publishSoon();
+    for (let i = 0; i < 500 && idxCount() <= count; i++) await new Promise((r) => setTimeout(r, 10));
+    await a.engine.importNow(); // waits for the queue: the publish and its reconcile are done
+  };
+  try {
+    a.fs.mkdir(rootCtx, a.fs.resolve('/'), 'd', 0o755);
+    writeBoxFile(a, '/d/p', 'v1');
+    writeBoxFile(a, '/d/gone', 'v1');
+    await a.engine.publishNow();
+    const fs = a.fs;
+    const p = fs.resolve('/d/p');
+    const gone = fs.resolve('/d/gone');
+    const fhP = fs.open(p);
+    const fhGone = fs.open(gone);
+    fs.write(rootCtx, p, 0, Buffer.from('v2')); // being written: held back by timed publishes
+    fs.write(rootCtx, gone, 0, Buffer.from('v2'));
+    // Both paths were reconciled while their inodes had unpublished changes: deferred.
+    a.engine.reconciler.reconcile(new Set(['d/p', 'd/gone']));
+    const d = fs.resolve('/d');
+    fs.rename(rootCtx, d, 'p', d, 'q');
+    fs.unlink(rootCtx, d, 'gone');
+    // A directory whose held-back file moved out of it, then removed: it must not come back
+    // (implicitly, for the file's old path) before that file's move is published.
+    const e = fs.mkdir(rootCtx, fs.resolve('/'), 'e', 0o755).ino;
+    writeBoxFile(a, '/e/x', 'v1');
+    await a.engine.publishNow();
+    const x = fs.resolve('/e/x');
+    const fhX = fs.open(x);
+    fs.write(rootCtx, x, 0, Buffer.from('v2'));
+    a.engine.reconciler.reconcile(new Set(['e/x']));
+    fs.rename(rootCtx, e, 'x', fs.resolve('/'), 'x-moved');
+    fs.rmdir(rootCtx, fs.resolve('/'), 'e');
+    writeBoxFile(a, '/d/other', 'published now');
+    await publishedBeyond(idxCount());
+    assert.equal(boxPathExists(a, '/d/other'), true);
+    assert.equal(boxPathExists(a, '/d/p'), false, 'the renamed-away name came back');
+    assert.equal(boxPathExists(a, '/d/gone'), false, 'the unlinked name came back');
+    assert.equal(boxPathExists(a, '/e'), false, 'the removed directory came back');
+    assert.equal(readBoxFile(a, '/d/q'), 'v2');
+    fs.release(fhP);
+    fs.release(fhGone);
+    fs.release(fhX);
+    await a.engine.publishNow();
+    assert.deepEqual(fs.readdir(d).map((entry) => entry.name).sort(), ['other', 'q']);
+    assert.equal(boxPathExists(a, '/e'), false);
+    assert.equal(readBoxFile(a, '/x-moved'), 'v2');
+  } finally {
+    await a.cleanup();
+  }
+});

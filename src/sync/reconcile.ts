@@ -54,6 +54,8 @@ function ancestors(path: string): string[] {
 export class Reconciler {
   /** Paths skipped because their local inode had unpublished changes. */
   private readonly deferredPaths = new Set<string>();
+  /** See held(); reset by each reconcile. */
+  private heldPaths: Set<string> | undefined;
 
   constructor(private readonly port: SyncPort, private readonly state: SyncState, private readonly plain: PlainUnion,
     private readonly log: (message: string) => void) {}
@@ -68,6 +70,7 @@ export class Reconciler {
 
   /** Makes the local tree show, for each of `paths` (and their ancestors), what the versions say. */
   reconcile(paths: Set<string>): void {
+    this.heldPaths = undefined;
     const all = new Set<string>();
     for (const p of paths) {
       all.add(p);
@@ -131,7 +134,7 @@ export class Reconciler {
    */
   private busy(path: string): boolean {
     const ino = this.port.lookup(path);
-    let hit = ino !== undefined && this.port.inOutbox(ino);
+    let hit = (ino !== undefined && this.port.inOutbox(ino)) || this.held().has(path);
     for (let p = path; !hit && p !== '';) {
       p = parentOf(p);
       const ancestor = this.port.lookup(p);
@@ -141,6 +144,26 @@ export class Reconciler {
     }
     if (hit) this.deferredPaths.add(path);
     return hit;
+  }
+
+  /**
+   * The published paths (and their ancestors) of inodes with unpublished changes, computed once
+   * per reconcile. Such an inode may have left the path since (renamed or unlinked while still
+   * being written, so the publisher holds it back): its old version still looks visible at that
+   * path, and its old directory still looks needed, until the change is published. Installing
+   * them now would put back a name the user removed.
+   */
+  private held(): Set<string> {
+    if (this.heldPaths !== undefined) return this.heldPaths;
+    const held = new Set<string>();
+    for (const row of this.port.outbox()) {
+      for (const id of this.state.identities(row.ino)) {
+        held.add(id.path);
+        for (const a of ancestors(id.path)) if (a !== '') held.add(a);
+      }
+    }
+    this.heldPaths = held;
+    return held;
   }
 
   private removeStale(plan: Plan): void {
