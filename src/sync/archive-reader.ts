@@ -9,7 +9,7 @@ import { FsError } from '../errors.js';
 import { SealedReaderSync } from './crypto/envelope.js';
 import type { BlockPointer } from '../inode/sync-port.js';
 import { archivePaths } from './archive-store.js';
-import type { SyncState } from './state.js';
+import type { StoredBlock, SyncState } from './state.js';
 import { blockEntrySpanBytes } from './zip-format.js';
 import { decodeBlockEntry } from './zipfile.js';
 
@@ -28,6 +28,11 @@ export class ArchiveBlockReader {
     if (stored === undefined) {
       throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
     }
+    return this.readStored(stored);
+  }
+
+  /** One block from the archive and location given (repacking reads the copy it is about to retire). */
+  readStored(stored: StoredBlock): Buffer {
     const keys = this.keys();
     if (keys !== undefined) return this.sealedReader(stored.archive, keys).readBlock(stored.location);
     const zip = this.zipFd(stored.archive);
@@ -64,6 +69,15 @@ export class ArchiveBlockReader {
     reader = SealedReaderSync.open(archivePaths(this.syncDir, rec.name).zipPath, { keys, archiveName: rec.name, kind: 'zip', syncDir: this.syncDir });
     this.sealed.set(archive, reader);
     return reader;
+  }
+
+  /** Closes what is open of archive `archive` (it is leaving the sync dir; GC). */
+  forget(archive: number): void {
+    this.sealed.get(archive)?.close();
+    this.sealed.delete(archive);
+    const zip = this.zipFds.get(archive);
+    if (zip !== undefined) closeSync(zip.fd);
+    this.zipFds.delete(archive);
   }
 
   close(): void {

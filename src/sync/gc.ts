@@ -1,0 +1,402 @@
+/**
+ * Garbage collection of archives in the sync dir (design section 6; docs/ARCHITECTURE.md "GC").
+ *
+ * One GC run of a store, on the engine's queue (never interleaved with a publish or an import):
+ *   1. Index any catalog archive recorded before GC kept its rows (archive-index.ts).
+ *   2. Plan: which versions are needed — every head of every path (tombstone heads only while a
+ *      live version of the path is still in some archive), every version a local inode shows, every
+ *      version younger than now − keep_history, per path the versions that were heads as of that
+ *      cutoff (so the tree as of the cutoff can be rebuilt), and what archives waiting to be
+ *      imported refer to — then, transitively, the versions their copy runs name. Each needed
+ *      version and each block of a needed file version gets one holder: the newest archive of this
+ *      store that carries it, else the newest carrying it at all.
+ *   3. Repack (repack.ts) when enough of this store's kept archives are small or mostly dead:
+ *      their needed versions and blocks go into one new archive, and the plan is made again (the
+ *      new archive is now the newest holder, so the merged ones fall out of it).
+ *   4. Retire every archive of THIS store that holds nothing of the plan: append it to
+ *      rmlog/<boxid> (sealed in an encrypted dir) with supersededBy = the holders of what it held
+ *      and of the current heads of its paths; re-point blocks away from it; delete idx, then zip;
+ *      drop it from the catalog.
+ *
+ * A store retires only archives it wrote itself (catalog `own`): a peer's archive is retired by
+ * that peer, which knows whether it still has unpublished work on it, and two stores never retire
+ * each other's copy of a block relying on the other's (holders prefer own archives).
+ *
+ * forgetVanished (called by every import) handles archives that left the sync dir by any hand
+ * (this GC, another mount's GC, the sync daemon applying rm-logs, a user): their blocks are
+ * re-pointed at other archives with the same block id, and they leave the catalog.
+ */
+import { readdir, unlink } from 'node:fs/promises';
+import { unpack } from 'msgpackr';
+import { isFsError } from '../errors.js';
+import type { SyncPort } from '../inode/sync-port.js';
+import { ArchiveIndex, type IndexedVersion } from './archive-index.js';
+import type { ArchiveBlockReader } from './archive-reader.js';
+import { archivePaths, fsyncDirectory, idxSuffix, zipSuffix, type CompleteArchive } from './archive-store.js';
+import type { Keyring } from './crypto/index.js';
+import type { Idx, Stamp } from './idx.js';
+import { blockIdBytes, keepHistoryMsDefault, repackArchiveCountMin, repackDeadBytesMin,
+  repackInputArchiveCountMax, repackLiveRatioMin, repackOutputSizeMaxBytes, repackSmallArchiveBytes } from './limits.js';
+import { stampString } from './merge.js';
+import { isArchiveName } from './names.js';
+import { readArchiveIdx, repackArchives } from './repack.js';
+import { appendRmLog, type RmLogEntry, rmEntrySupersededByCountMax, type deadArchives } from './rmlog.js';
+import type { ArchiveRecord, Identity, SyncState } from './state.js';
+
+/** What the GC needs from the engine. */
+export interface GcHost {
+  readonly syncDir: string;
+  /** The machine's boxid: the rm-log written is rmlog/<boxid>, the idx writer of a repack. */
+  readonly boxid: string;
+  readonly port: SyncPort;
+  readonly state: SyncState;
+  readonly index: ArchiveIndex;
+  readonly reader: ArchiveBlockReader;
+  readonly compressionLevel: number;
+  readonly log: (message: string) => void;
+  /** Wall clock in ms (tests move it). */
+  readonly now: () => number;
+  /** The keyring of an encrypted sync dir, undefined for a plain one; throws BAD_KEY without a usable key. */
+  keyring(): Keyring | undefined;
+  /** Archives waiting for versions or blocks (their references are kept). */
+  waiting(): readonly CompleteArchive[];
+}
+
+/** When a repack runs (limits.ts holds the defaults; tests lower them). */
+export interface RepackThresholds {
+  readonly smallArchiveBytes: number;
+  readonly liveRatioMin: number;
+  readonly archiveCountMin: number;
+  readonly deadBytesMin: number;
+}
+
+export const repackThresholdsDefault: RepackThresholds = {
+  smallArchiveBytes: repackSmallArchiveBytes, liveRatioMin: repackLiveRatioMin,
+  archiveCountMin: repackArchiveCountMin, deadBytesMin: repackDeadBytesMin,
+};
+
+export interface GcOptions {
+  /** History period in ms (`-o keep_history=`); 0 keeps only what is visible. */
+  readonly keepHistoryMs?: number;
+  readonly repack?: Partial<RepackThresholds>;
+}
+
+export interface GcReport {
+  /** Archives of this store retired (rm-log, deleted). */
+  readonly retired: readonly string[];
+  /** The archive a repack wrote, and the archives it merged. */
+  readonly repacked: { readonly name: string; readonly from: readonly string[] } | undefined;
+  /** Archives in the catalog after the run. */
+  readonly archiveCount: number;
+}
+
+/** The result of planning: what is needed, and which archive holds each needed thing. */
+export interface GcPlan {
+  readonly archives: ReadonlyMap<number, ArchiveRecord>;
+  /** Needed versions (stamp string → stamp), copy-run sources included. */
+  readonly needed: ReadonlyMap<string, Stamp>;
+  /** Needed for themselves, not only as a copy-run source (a repack may rewrite copies of the others). */
+  readonly direct: ReadonlySet<string>;
+  /** Stamp string → the archive kept for that version's record. */
+  readonly versionHolder: ReadonlyMap<string, number>;
+  /** Block id hex → the archive kept for that block. */
+  readonly blockHolder: ReadonlyMap<string, number>;
+  /** Own archives that hold nothing needed. */
+  readonly dead: readonly number[];
+}
+
+/** Names of the archives in `syncDir` whose idx and zip are both there. */
+export async function presentArchives(syncDir: string): Promise<Set<string>> {
+  const idx = new Set<string>();
+  const zip = new Set<string>();
+  for (const name of await readdir(syncDir)) {
+    const stem = name.slice(0, -4);
+    if (!isArchiveName(stem)) continue;
+    if (name.endsWith(idxSuffix)) idx.add(stem);
+    else if (name.endsWith(zipSuffix)) zip.add(stem);
+  }
+  return new Set([...idx].filter((n) => zip.has(n)));
+}
+
+/**
+ * The dead archives a sync dir may delete now (the rule of docs/FORMAT.md "rm-logs", for the
+ * daemon and tests): present, named by an rm-log, and every superseding archive satisfied — present,
+ * or itself dead with its own superseding archives satisfied (a chain of retirements: what the
+ * first one held moved on to the last, which is here).
+ */
+export function deletableArchives(dead: ReturnType<typeof deadArchives>, present: ReadonlySet<string>): string[] {
+  const memo = new Map<string, boolean>();
+  const satisfied = (name: string, depth: number): boolean => {
+    if (present.has(name) && !dead.has(name)) return true;
+    const d = dead.get(name);
+    if (d === undefined || depth > 64) return false;
+    const known = memo.get(name);
+    if (known !== undefined) return known;
+    memo.set(name, false); // a cycle proves nothing
+    const ok = [...d.supersededBy].every((s) => satisfied(s, depth + 1));
+    memo.set(name, ok);
+    return ok;
+  };
+  return [...dead.keys()].filter((name) => present.has(name) && satisfied(name, 0)).sort();
+}
+
+function hexOf(id: Uint8Array): string {
+  return Buffer.from(id).toString('hex');
+}
+
+export class GarbageCollector {
+  readonly keepHistoryMs: number;
+  private readonly repackThresholds: RepackThresholds;
+
+  constructor(private readonly host: GcHost, options: GcOptions = {}) {
+    this.keepHistoryMs = options.keepHistoryMs ?? keepHistoryMsDefault;
+    this.repackThresholds = { ...repackThresholdsDefault, ...options.repack };
+  }
+
+  /** What each archive holds (the publisher and the importer record into it). */
+  get index(): ArchiveIndex {
+    return this.host.index;
+  }
+
+  /** One GC run (steps 1–4 above). Call on the engine's queue. */
+  async collect(): Promise<GcReport> {
+    const keyring = this.host.keyring();
+    await this.ensureIndexed(keyring);
+    let plan = this.plan();
+    const candidates = this.repackCandidates(plan);
+    let repacked: GcReport['repacked'];
+    if (candidates.length > 0) {
+      const written = await repackArchives(this.host, plan, candidates, keyring);
+      if (written !== undefined) {
+        repacked = { name: written, from: candidates.map((a) => plan.archives.get(a)!.name) };
+        plan = this.plan();
+      }
+    }
+    const retired = plan.dead.length === 0 ? [] : await this.retire(plan, keyring);
+    return { retired, repacked, archiveCount: this.host.state.archiveNames().size };
+  }
+
+  /**
+   * Drops archives that left the sync dir from the catalog, re-pointing their blocks at other
+   * archives with the same block id. Returns their names.
+   */
+  async forgetVanished(): Promise<string[]> {
+    const { state, index, port, reader } = this.host;
+    const known = state.archiveNames();
+    if (known.size === 0) return [];
+    const present = await presentArchives(this.host.syncDir);
+    const gone = [...known].filter((n) => !present.has(n)).sort();
+    if (gone.length === 0) return [];
+    let lostCount = 0;
+    port.transaction(() => {
+      for (const name of gone) {
+        const number = state.archiveNumber(name);
+        if (number === undefined) continue;
+        reader.forget(number);
+        lostCount += index.dropArchive(number).length;
+      }
+    });
+    if (lostCount > 0) this.host.log(`${gone.length} archive(s) left the sync dir; ${lostCount} block(s) they held are in no other archive here`);
+    return gone;
+  }
+
+  /** Reads the idx of catalog archives recorded before GC kept its rows, and indexes them. */
+  private async ensureIndexed(keyring: Keyring | undefined): Promise<void> {
+    const { state, index, port } = this.host;
+    for (const name of state.archiveNames()) {
+      const number = state.archiveNumber(name);
+      if (number === undefined || !index.needsIndex(number)) continue;
+      let idx: Idx;
+      try {
+        idx = await readArchiveIdx(this.host, name, keyring);
+      } catch (e) {
+        if (!isFsError(e)) throw e;
+        continue; // gone or unreadable: forgetVanished or the next run
+      }
+      port.transaction(() => index.indexArchive(number, idx));
+    }
+  }
+
+  private catalog(): Map<number, ArchiveRecord> {
+    const out = new Map<number, ArchiveRecord>();
+    for (const name of this.host.state.archiveNames()) {
+      const number = this.host.state.archiveNumber(name);
+      const rec = number === undefined ? undefined : this.host.state.archive(number);
+      if (number !== undefined && rec !== undefined) out.set(number, rec);
+    }
+    return out;
+  }
+
+  /** Step 2: what is needed and who holds it. */
+  plan(): GcPlan {
+    const { state, index } = this.host;
+    const archives = this.catalog();
+    const own = new Set([...archives].filter(([, r]) => r.own).map(([n]) => n));
+    const choose = (holders: number[]): number | undefined => {
+      const mine = holders.filter((h) => own.has(h));
+      const from = mine.length > 0 ? mine : holders;
+      return from.length === 0 ? undefined : Math.max(...from);
+    };
+    const all = new Map<string, IndexedVersion>();
+    const byPath = new Map<string, IndexedVersion[]>();
+    for (const v of index.versions()) {
+      all.set(stampString(v.stamp), v);
+      const list = byPath.get(v.path);
+      if (list === undefined) byPath.set(v.path, [v]);
+      else list.push(v);
+    }
+    const direct = new Map<string, Stamp>();
+    const add = (s: Stamp): void => {
+      const k = stampString(s);
+      if (all.has(k)) direct.set(k, s);
+    };
+    const cutoffMs = this.host.now() - this.keepHistoryMs;
+    for (const [path, versions] of byPath) this.neededOfPath(path, versions, cutoffMs, add);
+    for (const { value } of this.host.port.syncTable('pubino').getRange({})) for (const id of unpack(value) as Identity[]) add(id.stamp);
+    const extraBlocks: Uint8Array[] = [];
+    for (const a of this.host.waiting()) {
+      for (const v of a.idx?.versions ?? []) {
+        for (const run of v.blockRuns) {
+          if (run.kind === 'copy') add(run.source);
+          else for (let i = 0; i < run.ids.length; i += blockIdBytes) extraBlocks.push(run.ids.subarray(i, i + blockIdBytes));
+        }
+      }
+    }
+    const needed = new Map(direct);
+    const versionHolder = new Map<string, number>();
+    const stack = [...direct.values()];
+    while (stack.length > 0) {
+      const s = stack.pop()!;
+      const holder = choose(index.holdersOfVersion(s));
+      if (holder === undefined) continue;
+      versionHolder.set(stampString(s), holder);
+      for (const src of index.sourcesIn(holder, s)) {
+        const k = stampString(src);
+        if (!all.has(k) || needed.has(k)) continue;
+        needed.set(k, src);
+        stack.push(src);
+      }
+    }
+    const blockHolder = new Map<string, number>();
+    const keepBlock = (id: Uint8Array): void => {
+      const hex = hexOf(id);
+      if (blockHolder.has(hex) || id.every((b) => b === 0)) return;
+      const holder = choose(index.holdersOfBlock(id));
+      if (holder !== undefined) blockHolder.set(hex, holder);
+    };
+    for (const [k, s] of needed) {
+      if (all.get(k)?.deleted === true) continue;
+      const flat = state.flatList(s);
+      if (flat === undefined) continue;
+      for (let i = 0; i < flat.length; i += blockIdBytes) keepBlock(flat.subarray(i, i + blockIdBytes));
+    }
+    for (const id of extraBlocks) keepBlock(id);
+    const keep = new Set([...versionHolder.values(), ...blockHolder.values()]);
+    const dead = [...own].filter((a) => !keep.has(a)).sort((a, b) => a - b);
+    return { archives, needed, direct: new Set(direct.keys()), versionHolder, blockHolder, dead };
+  }
+
+  /**
+   * The needed versions of one path: its heads, the versions younger than the cutoff, and the
+   * heads as of the cutoff. Tombstones count only while a live version of the path is in some
+   * archive (a tombstone's job is to hide those; with none left it can go too).
+   */
+  private neededOfPath(path: string, versions: readonly IndexedVersion[], cutoffMs: number, add: (s: Stamp) => void): void {
+    const hasLive = versions.some((v) => !v.deleted);
+    for (const head of this.host.state.pathRecord(path).versions) if (!head.deleted || hasLive) add(head.stamp);
+    const oldBases = new Set<string>();
+    for (const v of versions) if (v.timeMs <= cutoffMs && v.base !== null) oldBases.add(stampString(v.base));
+    for (const v of versions) {
+      if (v.deleted && !hasLive) continue;
+      if (v.timeMs > cutoffMs || !oldBases.has(stampString(v.stamp))) add(v.stamp);
+    }
+  }
+
+  /** Own kept archives that are small or mostly dead, when there are enough of them (step 3). */
+  private repackCandidates(plan: GcPlan): number[] {
+    const t = this.repackThresholds;
+    const liveBytes = new Map<number, number>();
+    for (const [hex, holder] of plan.blockHolder) {
+      const rec = plan.archives.get(holder);
+      if (rec === undefined || !rec.own) continue;
+      const stored = this.host.index.stored(holder, Buffer.from(hex, 'hex'));
+      liveBytes.set(holder, (liveBytes.get(holder) ?? 0) + (stored?.location.storedSizeBytes ?? 0));
+    }
+    const dead = new Set(plan.dead);
+    const candidates: { archive: number; deadBytes: number; liveBytes: number }[] = [];
+    for (const [archive, rec] of plan.archives) {
+      if (!rec.own || dead.has(archive)) continue;
+      const live = liveBytes.get(archive) ?? 0;
+      if (rec.zipSizeBytes < t.smallArchiveBytes || live < t.liveRatioMin * rec.zipSizeBytes) {
+        candidates.push({ archive, deadBytes: Math.max(0, rec.zipSizeBytes - live), liveBytes: live });
+      }
+    }
+    const deadBytes = candidates.reduce((sum, c) => sum + c.deadBytes, 0);
+    if (candidates.length < t.archiveCountMin && (deadBytes < t.deadBytesMin || candidates.length === 0)) return [];
+    candidates.sort((a, b) => a.archive - b.archive);
+    const chosen: number[] = [];
+    let outBytes = 0;
+    for (const c of candidates) {
+      if (chosen.length >= repackInputArchiveCountMax || (chosen.length > 0 && outBytes + c.liveBytes > repackOutputSizeMaxBytes)) break;
+      chosen.push(c.archive);
+      outBytes += c.liveBytes;
+    }
+    return chosen.length >= 2 || deadBytes >= t.deadBytesMin ? chosen : [];
+  }
+
+  /** What supersedes archive `archive`: the holders of what it held and of its paths' heads. */
+  private supersededBy(archive: number, plan: GcPlan): Set<number> {
+    const { index, state } = this.host;
+    const out = new Set<number>();
+    const paths = new Set<string>();
+    const take = (holder: number | undefined): void => {
+      if (holder !== undefined && holder !== archive) out.add(holder);
+    };
+    for (const { stamp, path } of index.versionsIn(archive)) {
+      take(plan.versionHolder.get(stampString(stamp)));
+      paths.add(path);
+    }
+    for (const path of paths) for (const head of state.pathRecord(path).versions) take(plan.versionHolder.get(stampString(head.stamp)));
+    for (const { blockId } of index.blocksIn(archive)) take(plan.blockHolder.get(hexOf(blockId)));
+    return out;
+  }
+
+  /** Step 4: rm-log first (durable), then re-point, delete idx and zip, drop from the catalog. */
+  private async retire(plan: GcPlan, keyring: Keyring | undefined): Promise<string[]> {
+    const { index, port, reader, syncDir } = this.host;
+    const nowMs = this.host.now();
+    const entries: RmLogEntry[] = [];
+    const names: string[] = [];
+    for (const archive of plan.dead) {
+      const name = plan.archives.get(archive)!.name;
+      names.push(name);
+      const by = [...this.supersededBy(archive, plan)].map((a) => plan.archives.get(a)!.name).sort();
+      for (let i = 0; i === 0 || i < by.length; i += rmEntrySupersededByCountMax) {
+        entries.push({ archive: name, retiredAtMs: nowMs, supersededBy: by.slice(i, i + rmEntrySupersededByCountMax) });
+      }
+    }
+    const seal = keyring === undefined ? undefined : { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId };
+    await appendRmLog(syncDir, this.host.boxid, entries, seal);
+    const dead = new Set(plan.dead);
+    port.transaction(() => index.repointAway(dead));
+    for (const archive of plan.dead) {
+      reader.forget(archive);
+      const { idxPath, zipPath } = archivePaths(syncDir, plan.archives.get(archive)!.name);
+      await unlinkIfThere(idxPath);
+      await unlinkIfThere(zipPath);
+    }
+    await fsyncDirectory(syncDir);
+    port.transaction(() => {
+      for (const archive of plan.dead) index.dropArchive(archive);
+    });
+    return names;
+  }
+}
+
+async function unlinkIfThere(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Repacking (design section 6): merges several of this store's archives into one new archive that
+ * carries everything the GC plan still needs from them — the version records they hold for the
+ * plan, and the blocks the plan keeps in them — written by the normal write protocol (zip, then
+ * idx; sealed in an encrypted dir). The GC then retires the merged archives through the rm-log with
+ * the new archive among their superseding archives.
+ *
+ * Invariants:
+ * - a repacked version keeps its stamp, base, path and attributes, so peers that already hold it
+ *   skip it (the importer records a stamp once) and peers that do not merge it like the original;
+ *   only its block runs may change: copy runs whose source is needed only as a copy source are
+ *   rewritten as ids, so the chain of sources can be retired (a copy whose source is needed anyway
+ *   stays a copy, and such a source is carried before its copier);
+ * - every block a carried version names is in the new archive or in an archive the plan keeps.
+ */
+import { writeArchive } from './archive-store.js';
+import { archivePaths, readIdx } from './archive-store.js';
+import { type Keyring, readSealedFile, sealFile, writeSealedFile } from './crypto/index.js';
+import { deltaRuns } from './engine.js';
+import type { GcHost, GcPlan } from './gc.js';
+import { blockRunsFromIds, compareStamps, type FileVersion, type Idx } from './idx.js';
+import { idxSizeMaxBytes } from './limits.js';
+import { stampString } from './merge.js';
+import { newArchiveName } from './names.js';
+import type { StoredBlock } from './state.js';
+import { type BlockLocation, type BlockPayload, writeBlockZip, writeBlockZipFile } from './zipfile.js';
+
+/** Reads and decodes archive `name`'s idx (opening it sealed in an encrypted dir). */
+export async function readArchiveIdx(host: GcHost, name: string, keyring: Keyring | undefined): Promise<Idx> {
+  const { idxPath } = archivePaths(host.syncDir, name);
+  if (keyring === undefined) return readIdx(idxPath);
+  const keys = keyring.keys;
+  return readIdx(idxPath, (path, archiveName) => readSealedFile(path, { keys, archiveName, kind: 'idx', syncDir: host.syncDir }, idxSizeMaxBytes));
+}
+
+/** A carried version with its copy runs rewritten where the source is needed only as a source. */
+function carried(host: GcHost, plan: GcPlan, v: FileVersion): FileVersion {
+  if (v.type !== 'file' || !v.blockRuns.some((r) => r.kind === 'copy')) return v;
+  const flat = host.state.flatList(v.stamp);
+  if (flat === undefined) return v;
+  for (const run of v.blockRuns) {
+    if (run.kind !== 'copy' || !plan.direct.has(stampString(run.source))) continue;
+    const sourceFlat = host.state.flatList(run.source);
+    if (sourceFlat !== undefined) return { ...v, blockRuns: deltaRuns(flat, { stamp: run.source, flat: sourceFlat }) };
+  }
+  return { ...v, blockRuns: blockRunsFromIds(flat) };
+}
+
+/**
+ * Writes one archive with what `plan` keeps in `archives` (own archives), records and indexes it
+ * as this store's own, and returns its name; undefined when they hold nothing needed.
+ */
+export async function repackArchives(host: GcHost, plan: GcPlan, archives: readonly number[], keyring: Keyring | undefined): Promise<string | undefined> {
+  const merged = new Set(archives);
+  const versions: FileVersion[] = [];
+  for (const archive of archives) {
+    const idx = await readArchiveIdx(host, plan.archives.get(archive)!.name, keyring);
+    for (const v of idx.versions) if (plan.versionHolder.get(stampString(v.stamp)) === archive) versions.push(carried(host, plan, v));
+  }
+  // Copy sources are older (Lamport) than their copiers: the importer resolves them in order.
+  versions.sort((a, b) => compareStamps(a.stamp, b.stamp));
+  const blocks: StoredBlock[] = [];
+  for (const [hex, holder] of plan.blockHolder) {
+    if (!merged.has(holder)) continue;
+    const stored = host.index.stored(holder, Buffer.from(hex, 'hex'));
+    if (stored !== undefined) blocks.push(stored);
+  }
+  if (versions.length === 0 && blocks.length === 0) return undefined;
+  const name = newArchiveName();
+  const payloads = function* (): Generator<BlockPayload> {
+    for (const stored of blocks) yield { blockId: stored.location.blockId, data: host.reader.readStored(stored) };
+  };
+  let locations: BlockLocation[] = [];
+  let idx: Idx | undefined;
+  const seal = keyring === undefined ? undefined : { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId, archiveName: name };
+  const options = { compressionLevel: host.compressionLevel };
+  const written = await writeArchive(host.syncDir, {
+    name,
+    writeZip: async (tempPath) => {
+      locations = seal === undefined
+        ? (await writeBlockZipFile(tempPath, payloads(), options)).locations
+        : (await writeSealedFile(tempPath, { ...seal, kind: 'zip' }, (sink) => writeBlockZip(payloads(), sink, options))).result.locations;
+    },
+    ...(seal === undefined ? {} : { sealIdx: (idxBytes: Uint8Array) => sealFile(idxBytes, { ...seal, kind: 'idx' }) }),
+    idx: (zipSizeBytes): Idx => {
+      idx = {
+        header: { archiveName: name, writerBoxid: host.boxid, createdNs: BigInt(host.now()) * 1_000_000n, encrypted: seal !== undefined, zipSizeBytes },
+        versions, blocks: locations,
+      };
+      return idx;
+    },
+  });
+  host.port.transaction(() => {
+    const number = host.state.addArchive({ name, zipSizeBytes: written.zipSizeBytes, own: true });
+    for (const loc of locations) host.state.addBlock(number, loc);
+    host.index.indexArchive(number, idx!);
+  });
+  host.log(`repacked ${archives.length} archives into ${name} (${versions.length} versions, ${blocks.length} blocks)`);
+  return name;
+}
