@@ -170,6 +170,16 @@ export class ArchiveIndex {
     return value === undefined ? undefined : decodeBlockLocation(blockId, value);
   }
 
+  /** Every copy of block `blockId` in an archive of the catalog, newest archive first. */
+  locations(blockId: Uint8Array): StoredBlock[] {
+    const out: StoredBlock[] = [];
+    for (const holder of this.holdersOfBlock(blockId).sort((a, b) => b - a)) {
+      const stored = this.stored(holder, blockId);
+      if (stored !== undefined) out.push(stored);
+    }
+    return out;
+  }
+
   /** Archives carrying block `blockId`. */
   holdersOfBlock(blockId: Uint8Array): number[] {
     const out: number[] = [];

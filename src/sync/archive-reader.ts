@@ -18,8 +18,15 @@ export class ArchiveBlockReader {
   private readonly sealed = new Map<number, SealedReaderSync>();
 
   /** `keys` gives the key generations of an encrypted sync dir (its zips are sealed), undefined for a plain one. */
+  /**
+   * `keys` gives the key generations of an encrypted sync dir (its zips are sealed), undefined for a
+   * plain one; `alternatives` the other archives known to carry a block (GC's index), tried when the
+   * one the `blockid` table names cannot be read — e.g. another mount's GC deleted it a moment ago
+   * and this mount has not processed that yet.
+   */
   constructor(private readonly syncDir: string, private readonly state: SyncState,
-    private readonly keys: () => ReadonlyMap<string, Uint8Array> | undefined = () => undefined) {}
+    private readonly keys: () => ReadonlyMap<string, Uint8Array> | undefined = () => undefined,
+    private readonly alternatives: (blockId: Uint8Array) => StoredBlock[] = () => []) {}
 
 
   /** One block's bytes (exactly the pointer's length); EIO or BAD_ARCHIVE when it cannot be read intact. */
@@ -28,7 +35,19 @@ export class ArchiveBlockReader {
     if (stored === undefined) {
       throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
     }
-    return this.readStored(stored);
+    try {
+      return this.readStored(stored);
+    } catch (e) {
+      for (const other of this.alternatives(ptr.blockId)) {
+        if (other.archive === stored.archive) continue;
+        try {
+          return this.readStored(other);
+        } catch {
+          // try the next one; the first error is the one reported
+        }
+      }
+      throw e;
+    }
   }
 
   /** One block from the archive and location given (repacking reads the copy it is about to retire). */

@@ -207,7 +207,8 @@ export class SyncEngine {
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
     this.configDir = options.configDir ?? defaultConfigDir();
     this.reader = new ArchiveBlockReader(this.syncDir, this.state,
-      () => (this.keyState.kind === 'keys' ? this.keyState.keyring.keys : this.keyState.kind === 'no-key' ? new Map() : undefined));
+      () => (this.keyState.kind === 'keys' ? this.keyState.keyring.keys : this.keyState.kind === 'no-key' ? new Map() : undefined),
+      (blockId) => this.gc.index.locations(blockId));
     this.reconciler = new Reconciler(this.port, this.state, this.plain, this.log);
     this.port.setExternalBlockReader({ readBlock: (ptr, ino, blockIndex) => this.reader.readBlock(ptr, ino, blockIndex) });
     this.port.onOutbox(() => this.publishSoon());
@@ -619,7 +620,8 @@ export class SyncEngine {
     const flat = node.type === 'file' ? this.flatListOf(node) : new Uint8Array(0);
     if (own !== undefined && this.unchanged(node, own, flat)) return undefined;
     const sourceStamp = [own?.stamp, moved?.stamp].find((st) => st !== undefined && st.counter > 0);
-    const sourceFlat = sourceStamp === undefined ? undefined : this.state.flatList(sourceStamp);
+    // Copy only from a version some archive here still carries: a retired one could not be resolved by peers.
+    const sourceFlat = sourceStamp === undefined || this.gc.index.version(sourceStamp) === undefined ? undefined : this.state.flatList(sourceStamp);
     const source = sourceStamp !== undefined && sourceFlat !== undefined && node.type === 'file' ? { stamp: sourceStamp, flat: sourceFlat } : undefined;
     const version: FileVersion = {
       path, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, rdev: node.rdev, mtimeNs: node.mtimeNs,
@@ -730,8 +732,12 @@ export class SyncEngine {
     // A publisher writes only its own versions, so the header's writer is their machine.
     for (const v of idx.versions) this.state.setReplicaBoxid(v.stamp.boxid, idx.header.writerBoxid);
     for (const [i, v] of idx.versions.entries()) {
-      // A version already known (e.g. carried again by a repack) changes nothing.
-      if (!this.recordVersion(v, resolved[i]!)) continue;
+      // A version already known (carried again by a repack) changes nothing, but when it is a head
+      // its path is reconciled again: the archive may bring back blocks a vanished one took along.
+      if (!this.recordVersion(v, resolved[i]!)) {
+        if (this.state.pathRecord(v.path).versions.some((h) => sameStamp(h.stamp, v.stamp))) touched.add(v.path);
+        continue;
+      }
       touched.add(v.path);
       if (v.stamp.boxid === this.replicaId) this.adopt(v);
     }

@@ -196,7 +196,8 @@ export class GarbageCollector {
         lostCount += index.dropArchive(number).length;
       }
     });
-    if (lostCount > 0) this.host.log(`${gone.length} archive(s) left the sync dir; ${lostCount} block(s) they held are in no other archive here`);
+    this.host.log(`${gone.length} archive(s) left the sync dir; their blocks are re-pointed at other archives`
+      + (lostCount > 0 ? `, except ${lostCount} block(s) no other archive here holds` : ''));
     return gone;
   }
 
