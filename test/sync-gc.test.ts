@@ -385,3 +385,40 @@ test('GC in an encrypted sync dir writes sealed rm-log chunks that only members 
     await b.cleanup();
   }
 });
+
+test('versions named by copy runs stay until a repack rewrites the copies: a fresh peer can always rebuild the file', async () => {
+  const syncDir = dir();
+  const a = await openSyncBox(syncDir, { gc: { gc: { keepHistoryMs: 0, repack: { archiveCountMin: 8 } }, gcIntervalMs: false } });
+  const random = seededRandom(11);
+  try {
+    const size = 64 * 1024;
+    const expected = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) expected[i] = random.int(256);
+    writeBoxFile(a, '/big.bin', expected);
+    await a.engine.publishNow();
+    let repacks = 0;
+    for (let step = 0; step < 20; step++) {
+      // A 4 KiB edit: the new version copies every other block from the one before.
+      const offset = random.int(16) * 4096;
+      const patch = Buffer.alloc(4096, step + 1);
+      patch.copy(expected, offset);
+      writeBoxFile(a, '/big.bin', patch, offset);
+      await a.engine.publishNow();
+      const report = await a.engine.gcNow();
+      if (report.repacked !== undefined) repacks++;
+      const fresh = dir();
+      await syncDirs(syncDir, fresh);
+      const c = await openSyncBox(fresh);
+      try {
+        const ino = c.fs.resolve('/big.bin');
+        assert.deepEqual(c.fs.read(ino, 0, size), expected, `step ${step}: a fresh peer rebuilds the file`);
+      } finally {
+        await c.cleanup();
+      }
+    }
+    assert.ok(repacks >= 1, 'the chain of small archives was repacked');
+    assert.ok((await archivesOfPath(syncDir, 'big.bin')).length <= 9, 'a repack cut the chain of copies');
+  } finally {
+    await a.cleanup();
+  }
+});

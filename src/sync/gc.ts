@@ -188,14 +188,18 @@ export class GarbageCollector {
     const gone = [...known].filter((n) => !present.has(n)).sort();
     if (gone.length === 0) return [];
     let lostCount = 0;
+    const ownGone: string[] = [];
     port.transaction(() => {
       for (const name of gone) {
         const number = state.archiveNumber(name);
         if (number === undefined) continue;
+        if (state.archive(number)?.own === true) ownGone.push(name);
         reader.forget(number);
         lostCount += index.dropArchive(number).length;
       }
     });
+    // A zip left without its idx by a retirement cut short (idx first, then zip): ours to finish.
+    for (const name of ownGone) await unlinkIfThere(archivePaths(this.host.syncDir, name).zipPath);
     this.host.log(`${gone.length} archive(s) left the sync dir; their blocks are re-pointed at other archives`
       + (lostCount > 0 ? `, except ${lostCount} block(s) no other archive here holds` : ''));
     return gone;
