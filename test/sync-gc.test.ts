@@ -422,3 +422,80 @@ test('versions named by copy runs stay until a repack rewrites the copies: a fre
     await a.cleanup();
   }
 });
+
+test('a peer offline with unpublished edits on a version retired meanwhile still merges: its GC rescues the blocks before the dying archive goes', async () => {
+  const server = dir();
+  const dirA = dir();
+  const dirB = dir();
+  const a = await openSyncBox(dirA, { gc: { gc: { keepHistoryMs: 0 }, gcIntervalMs: false } });
+  const b = await openSyncBox(dirB, { gc: { gcIntervalMs: false } });
+  const random = seededRandom(21);
+  const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => random.int(256)));
+  try {
+    writeBoxFile(a, '/readme.txt', 'the first archive carries the root directory');
+    await a.engine.publishNow();
+    const v1 = bytes(5 * 4096);
+    writeBoxFile(a, '/doc.bin', v1);
+    await a.engine.publishNow();
+    await syncDirs(dirA, server);
+    await syncDirs(server, dirB);
+    await b.engine.importNow();
+    assert.deepEqual(b.fs.read(b.fs.resolve('/doc.bin'), 0, v1.length), v1);
+    // B, offline, edits one block: its version copies the four others from A's first version.
+    const patch = Buffer.alloc(4096, 0x42);
+    writeBoxFile(b, '/doc.bin', patch, 2 * 4096);
+    await b.engine.publishNow();
+    const edited = Buffer.from(v1);
+    patch.copy(edited, 2 * 4096);
+    // Meanwhile A overwrites the file twice and retires the archives of the old versions.
+    for (let i = 0; i < 2; i++) {
+      overwrite(a, 'doc.bin', bytes(5 * 4096));
+      await a.engine.publishNow();
+      await a.engine.gcNow();
+    }
+    const last = a.fs.read(a.fs.resolve('/doc.bin'), 0, 5 * 4096);
+    await syncDirs(dirA, server);
+    // B comes back: upload, download; its GC runs before the dying archives are deleted here.
+    await syncDirs(dirB, server);
+    const downloadOnly = async (): Promise<void> => {
+      const there = await presentArchives(dirB);
+      for (const name of await presentArchives(server)) {
+        if (there.has(name)) continue;
+        for (const kind of ['zipPath', 'idxPath'] as const) copyFileSync(archivePaths(server, name)[kind], archivePaths(dirB, name)[kind]);
+      }
+      for (const box of readdirSync(join(server, rmLogDirName))) {
+        mkdirSync(join(dirB, rmLogDirName, box), { recursive: true });
+        for (const chunk of readdirSync(join(server, rmLogDirName, box))) copyFileSync(join(server, rmLogDirName, box, chunk), join(dirB, rmLogDirName, box, chunk));
+      }
+    };
+    await downloadOnly();
+    await b.engine.importNow();
+    const rescue = await b.engine.gcNow();
+    assert.ok(rescue.repacked !== undefined, 'B rescued what only dying archives held');
+    await syncDirs(server, dirB);
+    await b.engine.importNow();
+    await assertServes(b, dirB, 'B after the dying archives went');
+    await syncDirs(dirB, server);
+    await syncDirs(server, dirA);
+    await a.engine.importNow();
+    await assertServes(a, dirA, 'A after B\'s rescue');
+    const conflictName = (box: SyncBox): string => box.fs.readdir(1).map((e) => e.name).find((n) => n.includes('sync-conflict'))!;
+    assert.deepEqual(a.fs.read(a.fs.resolve('/doc.bin'), 0, last.length), last);
+    assert.ok(conflictName(a) !== undefined, 'B\'s concurrent edit shows as a conflict copy on A');
+    assert.deepEqual(a.fs.read(a.fs.resolve(`/${conflictName(a)}`), 0, edited.length), edited);
+    assert.equal(conflictName(b), conflictName(a));
+    // A machine bootstrapping from the server alone sees the same.
+    const dirC = dir();
+    await syncDirs(server, dirC);
+    const c = await openSyncBox(dirC);
+    try {
+      assert.deepEqual(c.fs.readdir(1).map((e) => e.name).sort(), a.fs.readdir(1).map((e) => e.name).sort());
+      assert.deepEqual(c.fs.read(c.fs.resolve(`/${conflictName(a)}`), 0, edited.length), edited);
+    } finally {
+      await c.cleanup();
+    }
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});

@@ -215,7 +215,7 @@ export class SyncEngine {
     this.now = options.now ?? Date.now;
     this.gcIntervalMs = options.gcIntervalMs ?? gcIntervalMsDefault;
     this.gc = new GarbageCollector({
-      syncDir: this.syncDir, boxid: this.boxid, port: this.port, state: this.state, index: new ArchiveIndex(this.port, this.state),
+      syncDir: this.syncDir, boxid: this.boxid, replicaId: this.replicaId, port: this.port, state: this.state, index: new ArchiveIndex(this.port, this.state),
       reader: this.reader, compressionLevel: this.compressionLevel, log: this.log, now: this.now,
       keyring: () => {
         this.loadKeys();

@@ -27,6 +27,7 @@
  * re-pointed at other archives with the same block id, and they leave the catalog.
  */
 import { readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { unpack } from 'msgpackr';
 import { isFsError } from '../errors.js';
 import type { SyncPort } from '../inode/sync-port.js';
@@ -40,7 +41,7 @@ import { blockIdBytes, keepHistoryMsDefault, repackArchiveCountMin, repackDeadBy
 import { stampString } from './merge.js';
 import { isArchiveName } from './names.js';
 import { readArchiveIdx, repackArchives } from './repack.js';
-import { appendRmLog, type RmLogEntry, rmEntrySupersededByCountMax, type deadArchives } from './rmlog.js';
+import { appendRmLog, deadArchives, readRmLogs, rmLogDirName, type RmLogEntry, rmEntrySupersededByCountMax } from './rmlog.js';
 import type { ArchiveRecord, Identity, SyncState } from './state.js';
 
 /** What the GC needs from the engine. */
@@ -48,6 +49,8 @@ export interface GcHost {
   readonly syncDir: string;
   /** The machine's boxid: the rm-log written is rmlog/<boxid>, the idx writer of a repack. */
   readonly boxid: string;
+  /** This store's stamp id: versions stamped with it are this store's own. */
+  readonly replicaId: string;
   readonly port: SyncPort;
   readonly state: SyncState;
   readonly index: ArchiveIndex;
@@ -103,6 +106,12 @@ export interface GcPlan {
   readonly blockHolder: ReadonlyMap<string, number>;
   /** Own archives that hold nothing needed. */
   readonly dead: readonly number[];
+  /** Needed blocks that only archives named by an rm-log carry: a rescue copies them (block id hex). */
+  readonly orphanBlocks: ReadonlySet<string>;
+  /** Needed versions some archive not named by an rm-log carries (copy runs may keep naming them). */
+  readonly liveVersions: ReadonlySet<string>;
+  /** Own archives holding a needed version that copies from a version no live archive carries. */
+  readonly forced: readonly number[];
 }
 
 /** Names of the archives in `syncDir` whose idx and zip are both there. */
@@ -147,6 +156,8 @@ function hexOf(id: Uint8Array): string {
 export class GarbageCollector {
   readonly keepHistoryMs: number;
   private readonly repackThresholds: RepackThresholds;
+  private rmLogSignature = '';
+  private dyingNames = new Set<string>();
 
   constructor(private readonly host: GcHost, options: GcOptions = {}) {
     this.keepHistoryMs = options.keepHistoryMs ?? keepHistoryMsDefault;
@@ -162,18 +173,40 @@ export class GarbageCollector {
   async collect(): Promise<GcReport> {
     const keyring = this.host.keyring();
     await this.ensureIndexed(keyring);
-    let plan = this.plan();
-    const candidates = this.repackCandidates(plan);
+    const dying = await this.dyingArchives(keyring);
+    let plan = this.plan(dying);
+    const candidates = [...new Set([...this.repackCandidates(plan), ...plan.forced])].sort((a, b) => a - b);
     let repacked: GcReport['repacked'];
-    if (candidates.length > 0) {
+    // A repack also rescues what only dying archives (named by some rm-log) still carry.
+    if (candidates.length > 0 || plan.orphanBlocks.size > 0) {
       const written = await repackArchives(this.host, plan, candidates, keyring);
       if (written !== undefined) {
         repacked = { name: written, from: candidates.map((a) => plan.archives.get(a)!.name) };
-        plan = this.plan();
+        plan = this.plan(dying);
       }
     }
     const retired = plan.dead.length === 0 ? [] : await this.retire(plan, keyring);
     return { retired, repacked, archiveCount: this.host.state.archiveNames().size };
+  }
+
+  /**
+   * Names of the archives any rm-log in the sync dir names (they may be deleted at any time: what
+   * only they carry must be copied elsewhere). Chunks are read again only when the set of chunk
+   * files changed. Unreadable chunks are skipped (readRmLogs reports them; skipping only delays).
+   */
+  private async dyingArchives(keyring: Keyring | undefined): Promise<Set<string>> {
+    const root = join(this.host.syncDir, rmLogDirName);
+    const listing: string[] = [];
+    for (const box of await readdir(root).catch(() => [] as string[])) {
+      for (const chunk of await readdir(join(root, box)).catch(() => [] as string[])) listing.push(`${box}/${chunk}`);
+    }
+    const signature = listing.sort().join('\n');
+    if (signature !== this.rmLogSignature) {
+      const { chunks } = await readRmLogs(this.host.syncDir, keyring?.keys);
+      this.dyingNames = new Set(deadArchives(chunks).keys());
+      this.rmLogSignature = signature;
+    }
+    return this.dyingNames;
   }
 
   /**
@@ -233,15 +266,19 @@ export class GarbageCollector {
   }
 
   /** Step 2: what is needed and who holds it. */
-  plan(): GcPlan {
+  plan(dyingNames: ReadonlySet<string> = new Set()): GcPlan {
     const { state, index } = this.host;
     const archives = this.catalog();
     const own = new Set([...archives].filter(([, r]) => r.own).map(([n]) => n));
+    const dying = new Set([...archives].filter(([, r]) => dyingNames.has(r.name)).map(([n]) => n));
+    // Own archives first, then the newest; an archive an rm-log names only when nothing else has it.
     const choose = (holders: number[]): number | undefined => {
-      const mine = holders.filter((h) => own.has(h));
-      const from = mine.length > 0 ? mine : holders;
+      const live = holders.filter((h) => !dying.has(h));
+      const mine = live.filter((h) => own.has(h));
+      const from = mine.length > 0 ? mine : live.length > 0 ? live : holders;
       return from.length === 0 ? undefined : Math.max(...from);
     };
+    const forced = new Set<number>();
     const all = new Map<string, IndexedVersion>();
     const byPath = new Map<string, IndexedVersion[]>();
     for (const v of index.versions()) {
@@ -257,7 +294,9 @@ export class GarbageCollector {
     };
     const cutoffMs = this.host.now() - this.keepHistoryMs;
     for (const [path, versions] of byPath) this.neededOfPath(path, versions, cutoffMs, add);
-    for (const { value } of this.host.port.syncTable('pubino').getRange({})) for (const id of unpack(value) as Identity[]) add(id.stamp);
+    const shown: Stamp[] = [];
+    for (const { value } of this.host.port.syncTable('pubino').getRange({})) for (const id of unpack(value) as Identity[]) shown.push(id.stamp);
+    for (const s of shown) add(s);
     const extraBlocks: Uint8Array[] = [];
     for (const a of this.host.waiting()) {
       for (const v of a.idx?.versions ?? []) {
@@ -277,6 +316,9 @@ export class GarbageCollector {
       versionHolder.set(stampString(s), holder);
       for (const src of index.sourcesIn(holder, s)) {
         const k = stampString(src);
+        // A copy from a version no live archive carries: its own copier must be rewritten with ids.
+        const srcHolders = all.has(k) ? index.holdersOfVersion(src) : [];
+        if (own.has(holder) && srcHolders.every((h) => dying.has(h))) forced.add(holder);
         if (!all.has(k) || needed.has(k)) continue;
         needed.set(k, src);
         stack.push(src);
@@ -298,7 +340,39 @@ export class GarbageCollector {
     for (const id of extraBlocks) keepBlock(id);
     const keep = new Set([...versionHolder.values(), ...blockHolder.values()]);
     const dead = [...own].filter((a) => !keep.has(a)).sort((a, b) => a - b);
-    return { archives, needed, direct: new Set(direct.keys()), versionHolder, blockHolder, dead };
+    const orphanBlocks = this.orphans(shown, needed, versionHolder, blockHolder, dying);
+    const liveVersions = new Set([...versionHolder].filter(([, h]) => !dying.has(h)).map(([k]) => k));
+    return { archives, needed, direct: new Set(direct.keys()), versionHolder, blockHolder, dead, orphanBlocks, liveVersions, forced: [...forced].sort((a, b) => a - b) };
+  }
+
+  /**
+   * Blocks that only dying archives carry, of the versions this store answers for: what local
+   * inodes show, its own versions, and the versions their copy runs name. (A peer's history is its
+   * own business: rescuing it here would copy what its owner chose to retire.)
+   */
+  private orphans(shown: readonly Stamp[], needed: ReadonlyMap<string, Stamp>, versionHolder: ReadonlyMap<string, number>,
+    blockHolder: ReadonlyMap<string, number>, dying: ReadonlySet<number>): Set<string> {
+    const orphans = new Set<string>();
+    if (dying.size === 0) return orphans;
+    const local = new Map<string, Stamp>();
+    const stack = [...shown, ...[...needed.values()].filter((s) => s.boxid === this.host.replicaId)];
+    while (stack.length > 0) {
+      const s = stack.pop()!;
+      const k = stampString(s);
+      if (local.has(k)) continue;
+      local.set(k, s);
+      const holder = versionHolder.get(k);
+      if (holder !== undefined) stack.push(...this.host.index.sourcesIn(holder, s));
+    }
+    for (const s of local.values()) {
+      const flat = this.host.state.flatList(s);
+      for (let i = 0; flat !== undefined && i < flat.length; i += blockIdBytes) {
+        const hex = hexOf(flat.subarray(i, i + blockIdBytes));
+        const holder = blockHolder.get(hex);
+        if (holder !== undefined && dying.has(holder)) orphans.add(hex);
+      }
+    }
+    return orphans;
   }
 
   /**

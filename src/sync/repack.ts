@@ -13,6 +13,7 @@
  *   stays a copy, and such a source is carried before its copier);
  * - every block a carried version names is in the new archive or in an archive the plan keeps.
  */
+import { existsSync } from 'node:fs';
 import { writeArchive } from './archive-store.js';
 import { archivePaths, readIdx } from './archive-store.js';
 import { type Keyring, readSealedFile, sealFile, writeSealedFile } from './crypto/index.js';
@@ -39,7 +40,8 @@ function carried(host: GcHost, plan: GcPlan, v: FileVersion): FileVersion {
   const flat = host.state.flatList(v.stamp);
   if (flat === undefined) return v;
   for (const run of v.blockRuns) {
-    if (run.kind !== 'copy' || !plan.direct.has(stampString(run.source))) continue;
+    const source = stampString(run.kind === 'copy' ? run.source : v.stamp);
+    if (run.kind !== 'copy' || !plan.direct.has(source) || !plan.liveVersions.has(source)) continue;
     const sourceFlat = host.state.flatList(run.source);
     if (sourceFlat !== undefined) return { ...v, blockRuns: deltaRuns(flat, { stamp: run.source, flat: sourceFlat }) };
   }
@@ -47,8 +49,9 @@ function carried(host: GcHost, plan: GcPlan, v: FileVersion): FileVersion {
 }
 
 /**
- * Writes one archive with what `plan` keeps in `archives` (own archives), records and indexes it
- * as this store's own, and returns its name; undefined when they hold nothing needed.
+ * Writes one archive with what `plan` keeps in `archives` (own archives) and the needed blocks only
+ * dying archives carry (plan.orphanBlocks: a rescue, read while they are still here), records and
+ * indexes it as this store's own, and returns its name; undefined when there is nothing to carry.
  */
 export async function repackArchives(host: GcHost, plan: GcPlan, archives: readonly number[], keyring: Keyring | undefined): Promise<string | undefined> {
   const merged = new Set(archives);
@@ -60,8 +63,18 @@ export async function repackArchives(host: GcHost, plan: GcPlan, archives: reado
   // Copy sources are older (Lamport) than their copiers: the importer resolves them in order.
   versions.sort((a, b) => compareStamps(a.stamp, b.stamp));
   const blocks: StoredBlock[] = [];
+  const readable = new Map<number, boolean>();
+  const stillThere = (archive: number): boolean => {
+    let there = readable.get(archive);
+    if (there === undefined) {
+      there = existsSync(archivePaths(host.syncDir, plan.archives.get(archive)!.name).zipPath);
+      readable.set(archive, there);
+    }
+    return there;
+  };
   for (const [hex, holder] of plan.blockHolder) {
-    if (!merged.has(holder)) continue;
+    // A dying archive already deleted cannot be rescued from (its blocks are lost here).
+    if (!merged.has(holder) && !(plan.orphanBlocks.has(hex) && stillThere(holder))) continue;
     const stored = host.index.stored(holder, Buffer.from(hex, 'hex'));
     if (stored !== undefined) blocks.push(stored);
   }
