@@ -23,7 +23,8 @@ import { idxSizeMaxBytes } from '../src/sync/limits.js';
 import { stampString } from '../src/sync/merge.js';
 import { deadArchives, readRmLogs, rmLogDirName } from '../src/sync/rmlog.js';
 import type { Identity } from '../src/sync/state.js';
-import { openSyncBox, readBoxFile, tempDir, type SyncBox, writeBoxFile } from './fixtures.js';
+import { spawnSync } from 'node:child_process';
+import { mountMainPath, openSyncBox, readBoxFile, tempDir, type SyncBox, writeBoxFile } from './fixtures.js';
 import { seededRandom } from './random.js';
 
 const dirs: string[] = [];
@@ -497,5 +498,30 @@ test('a peer offline with unpublished edits on a version retired meanwhile still
   } finally {
     await a.cleanup();
     await b.cleanup();
+  }
+});
+
+test('deletion rule: a dead archive goes once its superseding archives are there, or dead with theirs there (chains)', () => {
+  const n = (c: string): string => c.repeat(32);
+  const chunk = (entries: [string, string[]][]): Parameters<typeof deadArchives>[0][number] => ({
+    boxid: n('b'), chunk: n('c'), relativePath: 'x', entries: entries.map(([archive, supersededBy]) => ({ archive, retiredAtMs: 1, supersededBy })),
+  });
+  // 1 superseded by 2, 2 (retired later) by 3; 4 by 5, which never arrived; 6 by nothing; 7 and 8 by each other.
+  const dead = deadArchives([chunk([[n('1'), [n('2')]], [n('2'), [n('3')]], [n('4'), [n('5')]], [n('6'), []], [n('7'), [n('8')]], [n('8'), [n('7')]]])]);
+  assert.deepEqual(deletableArchives(dead, new Set([n('1'), n('3'), n('4'), n('6'), n('7'), n('8')])), [n('1'), n('6')]);
+  assert.deepEqual(deletableArchives(dead, new Set([n('1'), n('2')])), [], 'nothing that replaced 2 is here yet');
+  assert.deepEqual(deletableArchives(dead, new Set([n('1'), n('2'), n('3')])), [n('1'), n('2')]);
+});
+
+test('zippy-fs documents keep_history and gc_interval_ms, and refuses bad values as usage errors (exit 2)', () => {
+  const help = spawnSync(process.execPath, [mountMainPath(), '--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /keep_history=D/);
+  assert.match(help.stdout, /gc_interval_ms=N/);
+  const mnt = dir();
+  for (const bad of ['keep_history=3y', 'keep_history=1.5d', 'keep_history=-1', 'gc_interval_ms=x']) {
+    const run = spawnSync(process.execPath, [mountMainPath(), '-f', '-o', bad, mnt, dir()], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 2, `${bad}: ${run.stderr}`);
+    assert.match(run.stderr, /keep_history|gc_interval_ms/);
   }
 });
