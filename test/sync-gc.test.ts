@@ -356,7 +356,7 @@ test('GC in an encrypted sync dir writes sealed rm-log chunks that only members 
   const keyring = loadKeyring(syncDir, configA);
   assert.ok(keyring.encrypted);
   const keys = keyring.keys;
-  const a = await openSyncBox(syncDir, { boxid: boxA, configDir: configA, gc: { gc: { keepHistoryMs: 0 }, gcIntervalMs: false } });
+  const a = await openSyncBox(syncDir, { boxid: boxA, configDir: configA, gc: { gc: { keepHistoryMs: 0, repack: { archiveCountMin: 2 } }, gcIntervalMs: false } });
   const b = await openSyncBox(syncDir, { boxid: boxB, configDir: configB, gc: { gcIntervalMs: false } });
   try {
     for (let step = 0; step < 4; step++) {
@@ -366,6 +366,11 @@ test('GC in an encrypted sync dir writes sealed rm-log chunks that only members 
     await b.engine.importNow();
     const report = await a.engine.gcNow();
     assert.ok(report.retired.length >= 2, `retired ${report.retired.length}`);
+    assert.ok(report.repacked !== undefined, 'the two small archives left were repacked');
+    assert.deepEqual([...await presentArchives(syncDir)], [report.repacked.name]);
+    for (const path of Object.values(archivePaths(syncDir, report.repacked.name))) {
+      assert.equal(readFileSync(path).subarray(0, 8).toString('latin1'), 'ZIPPYENC', `${path} is sealed`);
+    }
     const chunkDir = join(syncDir, rmLogDirName, boxA);
     const chunks = readdirSync(chunkDir);
     assert.equal(chunks.length, 1);

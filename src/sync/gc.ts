@@ -12,7 +12,10 @@
  *      store that carries it, else the newest carrying it at all.
  *   3. Repack (repack.ts) when enough of this store's kept archives are small or mostly dead:
  *      their needed versions and blocks go into one new archive, and the plan is made again (the
- *      new archive is now the newest holder, so the merged ones fall out of it).
+ *      new archive is now the newest holder, so the merged ones fall out of it). The same write
+ *      rescues needed blocks of this store's versions (and of what its inodes show) that only
+ *      archives named by some rm-log still carry, and rewrites own copy runs whose source only
+ *      such archives carry.
  *   4. Retire every archive of THIS store that holds nothing of the plan: append it to
  *      rmlog/<boxid> (sealed in an encrypted dir) with supersededBy = the holders of what it held
  *      and of the current heads of its paths; re-point blocks away from it; delete idx, then zip;
@@ -169,9 +172,16 @@ export class GarbageCollector {
     return this.host.index;
   }
 
-  /** One GC run (steps 1–4 above). Call on the engine's queue. */
+  /** One GC run (the steps above). Call on the engine's queue. */
   async collect(): Promise<GcReport> {
-    const keyring = this.host.keyring();
+    let keyring: Keyring | undefined;
+    try {
+      keyring = this.host.keyring();
+    } catch (e) {
+      // Without a key nothing here can be read or sealed; the engine already warned once.
+      if (isFsError(e, 'BAD_KEY')) return { retired: [], repacked: undefined, archiveCount: this.host.state.archiveNames().size };
+      throw e;
+    }
     await this.ensureIndexed(keyring);
     const dying = await this.dyingArchives(keyring);
     let plan = this.plan(dying);
