@@ -1,7 +1,7 @@
 /**
- * GC with a real mount: (1) another store's GC repacks and deletes archives a running mount reads
- * lazily; once the mount has seen them go, every file reads back whole (blocks re-pointed at the
- * repacked archive, never EIO); (2) a mount with `-o keep_history=0,gc_interval_ms=0` retires the
+ * GC with a real mount: (1) another store's GC repacks and, after its grace period, deletes
+ * archives a running mount reads lazily; once the mount has seen them go, every file reads back
+ * whole (blocks re-pointed at the repacked archive, never EIO); (2) a mount with `-o keep_history=0,gc_interval_ms=0` retires the
  * archives of the versions it overwrote by itself.
  */
 import assert from 'node:assert/strict';
@@ -39,7 +39,9 @@ test('a mount keeps reading files whose archives another store repacked and dele
   const syncDir = tempDir('zippy-gc-sync-');
   process.env['XDG_CONFIG_HOME'] = tempDir('zippy-config-');
   const m = await mountZippy({ syncDir });
-  const a = await openSyncBox(syncDir, { gc: { gcIntervalMs: false } });
+  // The other store's grace period: the mount imports the repacked archive before the old ones go.
+  const graceMs = 4000;
+  const a = await openSyncBox(syncDir, { gc: { gc: { retireGraceMs: graceMs }, gcIntervalMs: false } });
   try {
     const count = 18;
     for (let i = 0; i < count; i++) {
@@ -49,10 +51,14 @@ test('a mount keeps reading files whose archives another store repacked and dele
     await until(10_000, 'the mount imports every file', () => readFileSync(join(m.mountpoint, `f${count - 1}.bin`)).equals(fileData(count - 1)));
     // Some files are read before the archives go (their zips are open in the mount), most are not.
     for (let i = 0; i < count; i += 4) assert.deepEqual(readFileSync(join(m.mountpoint, `f${i}.bin`)), fileData(i));
+    const first = await a.engine.gcNow();
+    assert.ok(first.repacked !== undefined, 'the small archives were repacked');
+    assert.equal(first.retiring, count, 'named in the rm-log, deleted after the grace period');
+    assert.equal(first.retired.length, 0);
+    await new Promise((r) => setTimeout(r, graceMs));
     const report = await a.engine.gcNow();
-    assert.ok(report.repacked !== undefined, 'the small archives were repacked');
     assert.equal(report.retired.length, count);
-    assert.deepEqual([...await presentArchives(syncDir)], [report.repacked.name]);
+    assert.deepEqual([...await presentArchives(syncDir)], [first.repacked.name]);
     // The deletions may reach the mount in several batches (inotify events, rescans).
     const leftCount = (): number => [...m.logs().matchAll(/(\d+) archive\(s\) left the sync dir; their blocks are re-pointed/g)].reduce((sum, x) => sum + Number(x[1]), 0);
     await until(10_000, 'the mount notices the archives left', () => leftCount() === count);
@@ -90,7 +96,7 @@ test('-o keep_history=0: the mount retires the archives of overwritten versions 
         return false;
       });
     }
-    await until(10_000, 'old versions retired', async () => (await archivesOf('f.txt')) <= 2);
+    await until(30_000, 'old versions retired (after the 10 s grace period)', async () => (await archivesOf('f.txt')) <= 2);
     assert.equal(readFileSync(path, 'utf8'), text(7));
     await m.unmount();
     const m2 = await mountZippy({ syncDir });

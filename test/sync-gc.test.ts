@@ -170,7 +170,7 @@ test('GC must-show: a file overwritten 100 times with syncs in between stays bou
   const dirB = dir();
   const minuteMs = 60_000;
   let clock = Date.UTC(2026, 10, 22, 12, 0, 0);
-  const gc = { gc: { keepHistoryMs: 10 * minuteMs, repack: { archiveCountMin: 8 } }, gcIntervalMs: false as const, now: () => clock };
+  const gc = { gc: { keepHistoryMs: 10 * minuteMs, retireGraceMs: 0, repack: { archiveCountMin: 8 } }, gcIntervalMs: false as const, now: () => clock };
   const a = await openSyncBox(dirA, { gc });
   const b = await openSyncBox(dirB, { gc });
   const random = seededRandom(5);
@@ -229,8 +229,8 @@ test('GC must-show: a file overwritten 100 times with syncs in between stays bou
 test('repack merges many small archives into one; a peer importing it and the rm-log shows the same tree, no conflict copies', async () => {
   const dirA = dir();
   const dirB = dir();
-  const a = await openSyncBox(dirA, { gc: { gcIntervalMs: false } });
-  const b = await openSyncBox(dirB, { gc: { gcIntervalMs: false } });
+  const a = await openSyncBox(dirA, { gc: { gc: { retireGraceMs: 0 }, gcIntervalMs: false } });
+  const b = await openSyncBox(dirB, { gc: { gc: { retireGraceMs: 0 }, gcIntervalMs: false } });
   try {
     for (let i = 0; i < 20; i++) {
       writeBoxFile(a, `/small-${i}.txt`, `small file ${i}\n`.repeat(i + 1));
@@ -281,8 +281,8 @@ test('repack merges many small archives into one; a peer importing it and the rm
 
 test('an archive leaving a shared sync dir (another mount\'s GC) is re-pointed, never EIO, for blocks held elsewhere', async () => {
   const shared = dir();
-  const a = await openSyncBox(shared, { gc: { gcIntervalMs: false } });
-  const b = await openSyncBox(shared, { gc: { gcIntervalMs: false } });
+  const a = await openSyncBox(shared, { gc: { gc: { retireGraceMs: 0 }, gcIntervalMs: false } });
+  const b = await openSyncBox(shared, { gc: { gc: { retireGraceMs: 0 }, gcIntervalMs: false } });
   try {
     for (let i = 0; i < 18; i++) {
       writeBoxFile(a, `/f${i}.txt`, Buffer.alloc(9000, 65 + i));
@@ -310,7 +310,7 @@ test('an archive leaving a shared sync dir (another mount\'s GC) is re-pointed, 
 test('keep_history=0 keeps only the visible version; the default keeps every version of the last week', async () => {
   for (const keepHistoryMs of [0, undefined]) {
     const syncDir = dir();
-    const a = await openSyncBox(syncDir, { gc: { gc: keepHistoryMs === undefined ? {} : { keepHistoryMs }, gcIntervalMs: false } });
+    const a = await openSyncBox(syncDir, { gc: { gc: keepHistoryMs === undefined ? { retireGraceMs: 0 } : { keepHistoryMs, retireGraceMs: 0 }, gcIntervalMs: false } });
     try {
       const random = seededRandom(9);
       const versions: { stamp: Stamp; data: Buffer }[] = [];
@@ -356,8 +356,8 @@ test('GC in an encrypted sync dir writes sealed rm-log chunks that only members 
   const keyring = loadKeyring(syncDir, configA);
   assert.ok(keyring.encrypted);
   const keys = keyring.keys;
-  const a = await openSyncBox(syncDir, { boxid: boxA, configDir: configA, gc: { gc: { keepHistoryMs: 0, repack: { archiveCountMin: 2 } }, gcIntervalMs: false } });
-  const b = await openSyncBox(syncDir, { boxid: boxB, configDir: configB, gc: { gcIntervalMs: false } });
+  const a = await openSyncBox(syncDir, { boxid: boxA, configDir: configA, gc: { gc: { keepHistoryMs: 0, retireGraceMs: 0, repack: { archiveCountMin: 2 } }, gcIntervalMs: false } });
+  const b = await openSyncBox(syncDir, { boxid: boxB, configDir: configB, gc: { gc: { retireGraceMs: 0 }, gcIntervalMs: false } });
   try {
     for (let step = 0; step < 4; step++) {
       writeBoxFile(a, '/secret.txt', `secret number ${step}`);
@@ -394,7 +394,7 @@ test('GC in an encrypted sync dir writes sealed rm-log chunks that only members 
 
 test('versions named by copy runs stay until a repack rewrites the copies: a fresh peer can always rebuild the file', async () => {
   const syncDir = dir();
-  const a = await openSyncBox(syncDir, { gc: { gc: { keepHistoryMs: 0, repack: { archiveCountMin: 8 } }, gcIntervalMs: false } });
+  const a = await openSyncBox(syncDir, { gc: { gc: { keepHistoryMs: 0, retireGraceMs: 0, repack: { archiveCountMin: 8 } }, gcIntervalMs: false } });
   const random = seededRandom(11);
   try {
     const size = 64 * 1024;
@@ -433,8 +433,8 @@ test('a peer offline with unpublished edits on a version retired meanwhile still
   const server = dir();
   const dirA = dir();
   const dirB = dir();
-  const a = await openSyncBox(dirA, { gc: { gc: { keepHistoryMs: 0 }, gcIntervalMs: false } });
-  const b = await openSyncBox(dirB, { gc: { gcIntervalMs: false } });
+  const a = await openSyncBox(dirA, { gc: { gc: { keepHistoryMs: 0, retireGraceMs: 0 }, gcIntervalMs: false } });
+  const b = await openSyncBox(dirB, { gc: { gc: { retireGraceMs: 0 }, gcIntervalMs: false } });
   const random = seededRandom(21);
   const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => random.int(256)));
   try {

@@ -284,14 +284,16 @@ export class SyncEngine {
   gcNow(): Promise<GcReport> {
     return this.enqueue(async () => {
       this.lastGcMs = Date.now();
-      return this.gc.collect();
+      const report = await this.gc.collect();
+      if (report.retiring > 0) this.gcSoon(this.gc.retireGraceMs); // deletes them once the grace period is over
+      return report;
     });
   }
 
-  /** Schedules a GC run after a publish or an import, at most one per gcIntervalMs. */
-  private gcSoon(): void {
+  /** Schedules a GC run after a publish or an import, at most one per gcIntervalMs (and not before `minDelayMs`). */
+  private gcSoon(minDelayMs = 0): void {
     if (this.gcTimer !== undefined || this.stopped || this.gcIntervalMs === false) return;
-    const delayMs = Math.max(0, this.lastGcMs + this.gcIntervalMs - Date.now());
+    const delayMs = Math.max(minDelayMs, this.lastGcMs + this.gcIntervalMs - Date.now());
     this.gcTimer = setTimeout(() => {
       this.gcTimer = undefined;
       void this.gcNow().catch((e: unknown) => this.log(`garbage collection failed (will retry): ${String(e)}`));

@@ -39,7 +39,7 @@ import type { ArchiveBlockReader } from './archive-reader.js';
 import { archivePaths, fsyncDirectory, idxSuffix, zipSuffix, type CompleteArchive } from './archive-store.js';
 import type { Keyring } from './crypto/index.js';
 import type { Idx, Stamp } from './idx.js';
-import { blockIdBytes, keepHistoryMsDefault, repackArchiveCountMin, repackDeadBytesMin,
+import { blockIdBytes, keepHistoryMsDefault, retireGraceMsDefault, repackArchiveCountMin, repackDeadBytesMin,
   repackInputArchiveCountMax, repackLiveRatioMin, repackOutputSizeMaxBytes, repackSmallArchiveBytes } from './limits.js';
 import { stampString } from './merge.js';
 import { isArchiveName } from './names.js';
@@ -85,11 +85,18 @@ export interface GcOptions {
   /** History period in ms (`-o keep_history=`); 0 keeps only what is visible. */
   readonly keepHistoryMs?: number;
   readonly repack?: Partial<RepackThresholds>;
+  /**
+   * How long a retired archive stays in the sync dir after its rm-log entry, so other mounts of
+   * the dir import what superseded it before it goes (default retireGraceMsDefault; 0: at once).
+   */
+  readonly retireGraceMs?: number;
 }
 
 export interface GcReport {
-  /** Archives of this store retired (rm-log, deleted). */
+  /** Archives of this store retired and deleted by this run (named in the rm-log by it or an earlier one). */
   readonly retired: readonly string[];
+  /** Archives named in the rm-log whose deletion waits for the grace period (a later run deletes them). */
+  readonly retiring: number;
   /** The archive a repack wrote, and the archives it merged. */
   readonly repacked: { readonly name: string; readonly from: readonly string[] } | undefined;
   /** Archives in the catalog after the run. */
@@ -159,12 +166,16 @@ function hexOf(id: Uint8Array): string {
 export class GarbageCollector {
   readonly keepHistoryMs: number;
   private readonly repackThresholds: RepackThresholds;
+  readonly retireGraceMs: number;
+  /** When each archive being retired was first found dead (the grace period runs from there). */
+  private readonly retiringSinceMs = new Map<string, number>();
   private rmLogSignature = '';
   private dyingNames = new Set<string>();
 
   constructor(private readonly host: GcHost, options: GcOptions = {}) {
     this.keepHistoryMs = options.keepHistoryMs ?? keepHistoryMsDefault;
     this.repackThresholds = { ...repackThresholdsDefault, ...options.repack };
+    this.retireGraceMs = options.retireGraceMs ?? retireGraceMsDefault;
   }
 
   /** What each archive holds (the publisher and the importer record into it). */
@@ -179,7 +190,7 @@ export class GarbageCollector {
       keyring = this.host.keyring();
     } catch (e) {
       // Without a key nothing here can be read or sealed; the engine already warned once.
-      if (isFsError(e, 'BAD_KEY')) return { retired: [], repacked: undefined, archiveCount: this.host.state.archiveNames().size };
+      if (isFsError(e, 'BAD_KEY')) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.host.state.archiveNames().size };
       throw e;
     }
     await this.ensureIndexed(keyring);
@@ -195,8 +206,8 @@ export class GarbageCollector {
         plan = this.plan(dying);
       }
     }
-    const retired = plan.dead.length === 0 ? [] : await this.retire(plan, keyring);
-    return { retired, repacked, archiveCount: this.host.state.archiveNames().size };
+    const { deleted, waiting } = plan.dead.length === 0 ? { deleted: [], waiting: 0 } : await this.retire(plan, keyring);
+    return { retired: deleted, retiring: waiting, repacked, archiveCount: this.host.state.archiveNames().size };
   }
 
   /**
@@ -451,34 +462,38 @@ export class GarbageCollector {
   }
 
   /** Step 4: rm-log first (durable), then re-point, delete idx and zip, drop from the catalog. */
-  private async retire(plan: GcPlan, keyring: Keyring | undefined): Promise<string[]> {
+  private async retire(plan: GcPlan, keyring: Keyring | undefined): Promise<{ deleted: string[]; waiting: number }> {
     const { index, port, reader, syncDir } = this.host;
     const nowMs = this.host.now();
     const entries: RmLogEntry[] = [];
-    const names: string[] = [];
     for (const archive of plan.dead) {
       const name = plan.archives.get(archive)!.name;
-      names.push(name);
+      if (!this.retiringSinceMs.has(name)) this.retiringSinceMs.set(name, nowMs);
+      if (this.dyingNames.has(name)) continue; // logged by an earlier run (before a restart, say)
       const by = [...this.supersededBy(archive, plan)].map((a) => plan.archives.get(a)!.name).sort();
       for (let i = 0; i === 0 || i < by.length; i += rmEntrySupersededByCountMax) {
         entries.push({ archive: name, retiredAtMs: nowMs, supersededBy: by.slice(i, i + rmEntrySupersededByCountMax) });
       }
     }
     const seal = keyring === undefined ? undefined : { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId };
-    await appendRmLog(syncDir, this.host.boxid, entries, seal);
-    const dead = new Set(plan.dead);
-    port.transaction(() => index.repointAway(dead));
-    for (const archive of plan.dead) {
+    if (entries.length > 0) await appendRmLog(syncDir, this.host.boxid, entries, seal);
+    for (const e of entries) this.dyingNames.add(e.archive);
+    port.transaction(() => index.repointAway(new Set(plan.dead)));
+    // Other mounts of this sync dir get the grace period to import what superseded these first.
+    const due = plan.dead.filter((a) => nowMs - this.retiringSinceMs.get(plan.archives.get(a)!.name)! >= this.retireGraceMs);
+    for (const archive of due) {
       reader.forget(archive);
       const { idxPath, zipPath } = archivePaths(syncDir, plan.archives.get(archive)!.name);
       await unlinkIfThere(idxPath);
       await unlinkIfThere(zipPath);
     }
-    await fsyncDirectory(syncDir);
+    if (due.length > 0) await fsyncDirectory(syncDir);
     port.transaction(() => {
-      for (const archive of plan.dead) index.dropArchive(archive);
+      for (const archive of due) index.dropArchive(archive);
     });
-    return names;
+    const deleted = due.map((a) => plan.archives.get(a)!.name);
+    for (const name of deleted) this.retiringSinceMs.delete(name);
+    return { deleted, waiting: plan.dead.length - due.length };
   }
 }
 

@@ -78,6 +78,8 @@ export const keepHistoryMsDefault = 7 * 24 * 3600 * 1000;
 export const keepHistoryMsMax = 100 * 365 * 24 * 3600 * 1000;
 /** Default least time between two automatic GC runs after publishes and imports. */
 export const gcIntervalMsDefault = 30_000;
+/** A retired archive stays this long after its rm-log entry: other mounts of the dir import its successors first. */
+export const retireGraceMsDefault = 10_000;
 /** An own archive whose zip is smaller than this is "small": a repack candidate. */
 export const repackSmallArchiveBytes = 1024 * 1024;
 /** An own archive whose needed block bytes are below this share of its zip is "mostly dead": a candidate. */
