@@ -3,13 +3,7 @@
  *
  * One GC run of a store, on the engine's queue (never interleaved with a publish or an import):
  *   1. Index any catalog archive recorded before GC kept its rows (archive-index.ts).
- *   2. Plan: which versions are needed — every head of every path (tombstone heads only while a
- *      live version of the path is still in some archive), every version a local inode shows, every
- *      version younger than now − keep_history, per path the versions that were heads as of that
- *      cutoff (so the tree as of the cutoff can be rebuilt), and what archives waiting to be
- *      imported refer to — then, transitively, the versions their copy runs name. Each needed
- *      version and each block of a needed file version gets one holder: the newest archive of this
- *      store that carries it, else the newest carrying it at all.
+ *   2. Plan (gc-plan.ts): which versions and blocks are needed, and one holder archive for each.
  *   3. Repack (repack.ts) when enough of this store's kept archives are small or mostly dead:
  *      their needed versions and blocks go into one new archive, and the plan is made again (the
  *      new archive is now the newest holder, so the merged ones fall out of it). The same write
@@ -18,8 +12,8 @@
  *      such archives carry.
  *   4. Retire every archive of THIS store that holds nothing of the plan: append it to
  *      rmlog/<boxid> (sealed in an encrypted dir) with supersededBy = the holders of what it held
- *      and of the current heads of its paths; re-point blocks away from it; delete idx, then zip;
- *      drop it from the catalog.
+ *      and of the current heads of its paths; re-point blocks away from it; after the grace period
+ *      (a later run) delete idx, then zip, and drop it from the catalog.
  *
  * A store retires only archives it wrote itself (catalog `own`): a peer's archive is retired by
  * that peer, which knows whether it still has unpublished work on it, and two stores never retire
@@ -31,21 +25,22 @@
  */
 import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { unpack } from 'msgpackr';
 import { isFsError } from '../errors.js';
 import type { SyncPort } from '../inode/sync-port.js';
-import { ArchiveIndex, type IndexedVersion } from './archive-index.js';
+import type { ArchiveIndex } from './archive-index.js';
 import type { ArchiveBlockReader } from './archive-reader.js';
 import { archivePaths, fsyncDirectory, idxSuffix, zipSuffix, type CompleteArchive } from './archive-store.js';
 import type { Keyring } from './crypto/index.js';
-import type { Idx, Stamp } from './idx.js';
-import { blockIdBytes, keepHistoryMsDefault, retireGraceMsDefault, repackArchiveCountMin, repackDeadBytesMin,
+import type { Idx } from './idx.js';
+import { keepHistoryMsDefault, retireGraceMsDefault, repackArchiveCountMin, repackDeadBytesMin,
   repackInputArchiveCountMax, repackLiveRatioMin, repackOutputSizeMaxBytes, repackSmallArchiveBytes } from './limits.js';
 import { stampString } from './merge.js';
 import { isArchiveName } from './names.js';
 import { readArchiveIdx, repackArchives } from './repack.js';
+import { type GcPlan, makePlan } from './gc-plan.js';
+export type { GcPlan } from './gc-plan.js';
 import { appendRmLog, deadArchives, readRmLogs, rmLogDirName, type RmLogEntry, rmEntrySupersededByCountMax } from './rmlog.js';
-import type { ArchiveRecord, Identity, SyncState } from './state.js';
+import type { SyncState } from './state.js';
 
 /** What the GC needs from the engine. */
 export interface GcHost {
@@ -101,27 +96,6 @@ export interface GcReport {
   readonly repacked: { readonly name: string; readonly from: readonly string[] } | undefined;
   /** Archives in the catalog after the run. */
   readonly archiveCount: number;
-}
-
-/** The result of planning: what is needed, and which archive holds each needed thing. */
-export interface GcPlan {
-  readonly archives: ReadonlyMap<number, ArchiveRecord>;
-  /** Needed versions (stamp string → stamp), copy-run sources included. */
-  readonly needed: ReadonlyMap<string, Stamp>;
-  /** Needed for themselves, not only as a copy-run source (a repack may rewrite copies of the others). */
-  readonly direct: ReadonlySet<string>;
-  /** Stamp string → the archive kept for that version's record. */
-  readonly versionHolder: ReadonlyMap<string, number>;
-  /** Block id hex → the archive kept for that block. */
-  readonly blockHolder: ReadonlyMap<string, number>;
-  /** Own archives that hold nothing needed. */
-  readonly dead: readonly number[];
-  /** Needed blocks that only archives named by an rm-log carry: a rescue copies them (block id hex). */
-  readonly orphanBlocks: ReadonlySet<string>;
-  /** Needed versions some archive not named by an rm-log carries (copy runs may keep naming them). */
-  readonly liveVersions: ReadonlySet<string>;
-  /** Own archives holding a needed version that copies from a version no live archive carries. */
-  readonly forced: readonly number[];
 }
 
 /** Names of the archives in `syncDir` whose idx and zip are both there. */
@@ -276,140 +250,9 @@ export class GarbageCollector {
     }
   }
 
-  private catalog(): Map<number, ArchiveRecord> {
-    const out = new Map<number, ArchiveRecord>();
-    for (const name of this.host.state.archiveNames()) {
-      const number = this.host.state.archiveNumber(name);
-      const rec = number === undefined ? undefined : this.host.state.archive(number);
-      if (number !== undefined && rec !== undefined) out.set(number, rec);
-    }
-    return out;
-  }
-
-  /** Step 2: what is needed and who holds it. */
+  /** Step 2: what is needed and who holds it (gc-plan.ts). */
   plan(dyingNames: ReadonlySet<string> = new Set()): GcPlan {
-    const { state, index } = this.host;
-    const archives = this.catalog();
-    const own = new Set([...archives].filter(([, r]) => r.own).map(([n]) => n));
-    const dying = new Set([...archives].filter(([, r]) => dyingNames.has(r.name)).map(([n]) => n));
-    // Own archives first, then the newest; an archive an rm-log names only when nothing else has it.
-    const choose = (holders: number[]): number | undefined => {
-      const live = holders.filter((h) => !dying.has(h));
-      const mine = live.filter((h) => own.has(h));
-      const from = mine.length > 0 ? mine : live.length > 0 ? live : holders;
-      return from.length === 0 ? undefined : Math.max(...from);
-    };
-    const forced = new Set<number>();
-    const all = new Map<string, IndexedVersion>();
-    const byPath = new Map<string, IndexedVersion[]>();
-    for (const v of index.versions()) {
-      all.set(stampString(v.stamp), v);
-      const list = byPath.get(v.path);
-      if (list === undefined) byPath.set(v.path, [v]);
-      else list.push(v);
-    }
-    const direct = new Map<string, Stamp>();
-    const add = (s: Stamp): void => {
-      const k = stampString(s);
-      if (all.has(k)) direct.set(k, s);
-    };
-    const cutoffMs = this.host.now() - this.keepHistoryMs;
-    for (const [path, versions] of byPath) this.neededOfPath(path, versions, cutoffMs, add);
-    const shown: Stamp[] = [];
-    for (const { value } of this.host.port.syncTable('pubino').getRange({})) for (const id of unpack(value) as Identity[]) shown.push(id.stamp);
-    for (const s of shown) add(s);
-    const extraBlocks: Uint8Array[] = [];
-    for (const a of this.host.waiting()) {
-      for (const v of a.idx?.versions ?? []) {
-        for (const run of v.blockRuns) {
-          if (run.kind === 'copy') add(run.source);
-          else for (let i = 0; i < run.ids.length; i += blockIdBytes) extraBlocks.push(run.ids.subarray(i, i + blockIdBytes));
-        }
-      }
-    }
-    const needed = new Map(direct);
-    const versionHolder = new Map<string, number>();
-    const stack = [...direct.values()];
-    while (stack.length > 0) {
-      const s = stack.pop()!;
-      const holder = choose(index.holdersOfVersion(s));
-      if (holder === undefined) continue;
-      versionHolder.set(stampString(s), holder);
-      for (const src of index.sourcesIn(holder, s)) {
-        const k = stampString(src);
-        // A copy from a version no live archive carries: its own copier must be rewritten with ids.
-        const srcHolders = all.has(k) ? index.holdersOfVersion(src) : [];
-        if (own.has(holder) && srcHolders.every((h) => dying.has(h))) forced.add(holder);
-        if (!all.has(k) || needed.has(k)) continue;
-        needed.set(k, src);
-        stack.push(src);
-      }
-    }
-    const blockHolder = new Map<string, number>();
-    const keepBlock = (id: Uint8Array): void => {
-      const hex = hexOf(id);
-      if (blockHolder.has(hex) || id.every((b) => b === 0)) return;
-      const holder = choose(index.holdersOfBlock(id));
-      if (holder !== undefined) blockHolder.set(hex, holder);
-    };
-    for (const [k, s] of needed) {
-      if (all.get(k)?.deleted === true) continue;
-      const flat = state.flatList(s);
-      if (flat === undefined) continue;
-      for (let i = 0; i < flat.length; i += blockIdBytes) keepBlock(flat.subarray(i, i + blockIdBytes));
-    }
-    for (const id of extraBlocks) keepBlock(id);
-    const keep = new Set([...versionHolder.values(), ...blockHolder.values()]);
-    const dead = [...own].filter((a) => !keep.has(a)).sort((a, b) => a - b);
-    const orphanBlocks = this.orphans(shown, needed, versionHolder, blockHolder, dying);
-    const liveVersions = new Set([...versionHolder].filter(([, h]) => !dying.has(h)).map(([k]) => k));
-    return { archives, needed, direct: new Set(direct.keys()), versionHolder, blockHolder, dead, orphanBlocks, liveVersions, forced: [...forced].sort((a, b) => a - b) };
-  }
-
-  /**
-   * Blocks that only dying archives carry, of the versions this store answers for: what local
-   * inodes show, its own versions, and the versions their copy runs name. (A peer's history is its
-   * own business: rescuing it here would copy what its owner chose to retire.)
-   */
-  private orphans(shown: readonly Stamp[], needed: ReadonlyMap<string, Stamp>, versionHolder: ReadonlyMap<string, number>,
-    blockHolder: ReadonlyMap<string, number>, dying: ReadonlySet<number>): Set<string> {
-    const orphans = new Set<string>();
-    if (dying.size === 0) return orphans;
-    const local = new Map<string, Stamp>();
-    const stack = [...shown, ...[...needed.values()].filter((s) => s.boxid === this.host.replicaId)];
-    while (stack.length > 0) {
-      const s = stack.pop()!;
-      const k = stampString(s);
-      if (local.has(k)) continue;
-      local.set(k, s);
-      const holder = versionHolder.get(k);
-      if (holder !== undefined) stack.push(...this.host.index.sourcesIn(holder, s));
-    }
-    for (const s of local.values()) {
-      const flat = this.host.state.flatList(s);
-      for (let i = 0; flat !== undefined && i < flat.length; i += blockIdBytes) {
-        const hex = hexOf(flat.subarray(i, i + blockIdBytes));
-        const holder = blockHolder.get(hex);
-        if (holder !== undefined && dying.has(holder)) orphans.add(hex);
-      }
-    }
-    return orphans;
-  }
-
-  /**
-   * The needed versions of one path: its heads, the versions younger than the cutoff, and the
-   * heads as of the cutoff. Tombstones count only while a live version of the path is in some
-   * archive (a tombstone's job is to hide those; with none left it can go too).
-   */
-  private neededOfPath(path: string, versions: readonly IndexedVersion[], cutoffMs: number, add: (s: Stamp) => void): void {
-    const hasLive = versions.some((v) => !v.deleted);
-    for (const head of this.host.state.pathRecord(path).versions) if (!head.deleted || hasLive) add(head.stamp);
-    const oldBases = new Set<string>();
-    for (const v of versions) if (v.timeMs <= cutoffMs && v.base !== null) oldBases.add(stampString(v.base));
-    for (const v of versions) {
-      if (v.deleted && !hasLive) continue;
-      if (v.timeMs > cutoffMs || !oldBases.has(stampString(v.stamp))) add(v.stamp);
-    }
+    return makePlan(this.host, this.host.now() - this.keepHistoryMs, dyingNames);
   }
 
   /** Own kept archives that are small or mostly dead, when there are enough of them (step 3). */
