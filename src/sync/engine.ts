@@ -188,7 +188,8 @@ export class SyncEngine {
   readonly gc: GarbageCollector;
   private readonly gcIntervalMs: number | false;
   private gcTimer: NodeJS.Timeout | undefined;
-  private lastGcMs = 0;
+  /** The first automatic run comes a gc interval after start (start-up is busy importing). */
+  private lastGcMs = Date.now();
   private readonly now: () => number;
   /** Archives the last import left waiting (GC keeps what they refer to). */
   private waitingArchives: CompleteArchive[] = [];
