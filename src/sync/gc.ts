@@ -33,7 +33,8 @@ import { archivePaths, fsyncDirectory, idxSuffix, zipSuffix, type CompleteArchiv
 import type { Keyring } from './crypto/index.js';
 import type { Idx } from './idx.js';
 import { keepHistoryMsDefault, retireGraceMsDefault, repackArchiveCountMin, repackDeadBytesMin,
-  repackInputArchiveCountMax, repackLiveRatioMin, repackOutputSizeMaxBytes, repackSmallArchiveBytes } from './limits.js';
+  repackInputArchiveCountMax, repackLiveRatioMin, repackOutputBlockCountMax, repackOutputSizeMaxBytes, repackOutputVersionCountMax,
+  repackSmallArchiveBytes } from './limits.js';
 import { stampString } from './merge.js';
 import { isArchiveName } from './names.js';
 import { readArchiveIdx, repackArchives } from './repack.js';
@@ -176,7 +177,7 @@ export class GarbageCollector {
     if (candidates.length > 0 || plan.orphanBlocks.size > 0) {
       const written = await repackArchives(this.host, plan, candidates, keyring);
       if (written !== undefined) {
-        repacked = { name: written, from: candidates.map((a) => plan.archives.get(a)!.name) };
+        repacked = { name: written.name, from: written.merged.map((a) => plan.archives.get(a)!.name) };
         plan = this.plan(dying);
       }
     }
@@ -259,12 +260,16 @@ export class GarbageCollector {
   private repackCandidates(plan: GcPlan): number[] {
     const t = this.repackThresholds;
     const liveBytes = new Map<number, number>();
+    const liveBlocks = new Map<number, number>();
+    const liveVersions = new Map<number, number>();
     for (const [hex, holder] of plan.blockHolder) {
       const rec = plan.archives.get(holder);
       if (rec === undefined || !rec.own) continue;
       const stored = this.host.index.stored(holder, Buffer.from(hex, 'hex'));
       liveBytes.set(holder, (liveBytes.get(holder) ?? 0) + (stored?.location.storedSizeBytes ?? 0));
+      liveBlocks.set(holder, (liveBlocks.get(holder) ?? 0) + 1);
     }
+    for (const holder of plan.versionHolder.values()) liveVersions.set(holder, (liveVersions.get(holder) ?? 0) + 1);
     const dead = new Set(plan.dead);
     const candidates: { archive: number; deadBytes: number; liveBytes: number }[] = [];
     for (const [archive, rec] of plan.archives) {
@@ -278,11 +283,17 @@ export class GarbageCollector {
     if (candidates.length < t.archiveCountMin && (deadBytes < t.deadBytesMin || candidates.length === 0)) return [];
     candidates.sort((a, b) => a.archive - b.archive);
     const chosen: number[] = [];
-    let outBytes = 0;
+    const out = { bytes: 0, blocks: 0, versions: 0 };
     for (const c of candidates) {
-      if (chosen.length >= repackInputArchiveCountMax || (chosen.length > 0 && outBytes + c.liveBytes > repackOutputSizeMaxBytes)) break;
+      const blocks = liveBlocks.get(c.archive) ?? 0;
+      const versions = liveVersions.get(c.archive) ?? 0;
+      const full = out.bytes + c.liveBytes > repackOutputSizeMaxBytes || out.blocks + blocks > repackOutputBlockCountMax
+        || out.versions + versions > repackOutputVersionCountMax;
+      if (chosen.length >= repackInputArchiveCountMax || (chosen.length > 0 && full)) break;
       chosen.push(c.archive);
-      outBytes += c.liveBytes;
+      out.bytes += c.liveBytes;
+      out.blocks += blocks;
+      out.versions += versions;
     }
     return chosen.length >= 2 || deadBytes >= t.deadBytesMin ? chosen : [];
   }

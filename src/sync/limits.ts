@@ -92,8 +92,15 @@ export const repackDeadBytesMin = 64 * 1024 * 1024;
 export const repackInputArchiveCountMax = 1024;
 /** Most stored block bytes one repack writes (the new archive stays well below the archive limits). */
 export const repackOutputSizeMaxBytes = 256 * 1024 * 1024;
+/** Most blocks one repack (or rescue) writes; the rest waits for the next GC run. */
+export const repackOutputBlockCountMax = 200_000;
+/** Most version records one repack writes. */
+export const repackOutputVersionCountMax = 100_000;
+/** Most bytes of version records in one repack's idx (copies rewritten as ids grow them). */
+export const repackIdxVersionBytesMax = 32 * 1024 * 1024;
 
 assert(repackLiveRatioMin > 0 && repackLiveRatioMin < 1, 'live ratio is a share');
 assert(repackArchiveCountMin >= 2, 'merging fewer than two archives gains nothing');
-assert(repackOutputSizeMaxBytes / (blockStoredSizeMaxBytes + 69) < archiveBlockCountMax, 'a full repack fits in one archive');
+assert(repackOutputBlockCountMax < archiveBlockCountMax && repackOutputVersionCountMax < idxVersionCountMax, 'a full repack fits in one archive');
+assert(repackIdxVersionBytesMax + repackOutputBlockCountMax * 40 < idxSizeMaxBytes, 'a full repack idx stays below the idx limit');
 assert(keepHistoryMsDefault <= keepHistoryMsMax && gcIntervalMsDefault > 0, 'GC defaults in range');

@@ -19,8 +19,8 @@ import { archivePaths, readIdx } from './archive-store.js';
 import { type Keyring, readSealedFile, sealFile, writeSealedFile } from './crypto/index.js';
 import { deltaRuns } from './engine.js';
 import type { GcHost, GcPlan } from './gc.js';
-import { blockRunsFromIds, compareStamps, type FileVersion, type Idx } from './idx.js';
-import { idxSizeMaxBytes } from './limits.js';
+import { blockRunsFromIds, compareStamps, type FileVersion, type Idx, idxHeaderSizeBytes, idxSizeBytes, idxTrailerSizeBytes } from './idx.js';
+import { idxSizeMaxBytes, repackIdxVersionBytesMax, repackOutputBlockCountMax } from './limits.js';
 import { stampString } from './merge.js';
 import { newArchiveName } from './names.js';
 import type { StoredBlock } from './state.js';
@@ -33,6 +33,8 @@ export async function readArchiveIdx(host: GcHost, name: string, keyring: Keyrin
   const keys = keyring.keys;
   return readIdx(idxPath, (path, archiveName) => readSealedFile(path, { keys, archiveName, kind: 'idx', syncDir: host.syncDir }, idxSizeMaxBytes));
 }
+
+const emptyIdxBytes = idxHeaderSizeBytes + idxTrailerSizeBytes;
 
 /** A carried version with its copy runs rewritten where the source is needed only as a source. */
 function carried(host: GcHost, plan: GcPlan, v: FileVersion): FileVersion {
@@ -53,12 +55,20 @@ function carried(host: GcHost, plan: GcPlan, v: FileVersion): FileVersion {
  * dying archives carry (plan.orphanBlocks: a rescue, read while they are still here), records and
  * indexes it as this store's own, and returns its name; undefined when there is nothing to carry.
  */
-export async function repackArchives(host: GcHost, plan: GcPlan, archives: readonly number[], keyring: Keyring | undefined): Promise<string | undefined> {
-  const merged = new Set(archives);
+export async function repackArchives(host: GcHost, plan: GcPlan, archives: readonly number[],
+  keyring: Keyring | undefined): Promise<{ name: string; merged: number[] } | undefined> {
+  const merged = new Set<number>();
   const versions: FileVersion[] = [];
+  let versionBytes = 0;
   for (const archive of archives) {
     const idx = await readArchiveIdx(host, plan.archives.get(archive)!.name, keyring);
-    for (const v of idx.versions) if (plan.versionHolder.get(stampString(v.stamp)) === archive) versions.push(carried(host, plan, v));
+    const mine = idx.versions.filter((v) => plan.versionHolder.get(stampString(v.stamp)) === archive).map((v) => carried(host, plan, v));
+    // Copies rewritten as ids grow the records: the idx stays within its limit, the rest waits.
+    const bytes = mine.reduce((sum, v) => sum + idxSizeBytes({ header: idx.header, versions: [v], blocks: [] }) - emptyIdxBytes, 0);
+    if (merged.size > 0 && versionBytes + bytes > repackIdxVersionBytesMax) break;
+    merged.add(archive);
+    versions.push(...mine);
+    versionBytes += bytes;
   }
   // Copy sources are older (Lamport) than their copiers: the importer resolves them in order.
   versions.sort((a, b) => compareStamps(a.stamp, b.stamp));
@@ -72,12 +82,17 @@ export async function repackArchives(host: GcHost, plan: GcPlan, archives: reado
     }
     return there;
   };
+  const rescued: StoredBlock[] = [];
   for (const [hex, holder] of plan.blockHolder) {
     // A dying archive already deleted cannot be rescued from (its blocks are lost here).
-    if (!merged.has(holder) && !(plan.orphanBlocks.has(hex) && stillThere(holder))) continue;
+    const rescue = !merged.has(holder);
+    if (rescue && !(plan.orphanBlocks.has(hex) && stillThere(holder))) continue;
     const stored = host.index.stored(holder, Buffer.from(hex, 'hex'));
-    if (stored !== undefined) blocks.push(stored);
+    if (stored !== undefined) (rescue ? rescued : blocks).push(stored);
   }
+  // Merged archives' blocks all go (the candidates were chosen within the limit); rescued ones
+  // fill up to it, the rest waits for the next run.
+  blocks.push(...rescued.slice(0, Math.max(0, repackOutputBlockCountMax - blocks.length)));
   if (versions.length === 0 && blocks.length === 0) return undefined;
   const name = newArchiveName();
   const payloads = function* (): Generator<BlockPayload> {
@@ -108,6 +123,6 @@ export async function repackArchives(host: GcHost, plan: GcPlan, archives: reado
     for (const loc of locations) host.state.addBlock(number, loc);
     host.index.indexArchive(number, idx!);
   });
-  host.log(`repacked ${archives.length} archives into ${name} (${versions.length} versions, ${blocks.length} blocks)`);
-  return name;
+  host.log(`repacked ${merged.size} archives into ${name} (${versions.length} versions, ${blocks.length} blocks)`);
+  return { name, merged: [...merged] };
 }
