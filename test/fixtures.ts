@@ -582,6 +582,8 @@ export async function openSyncBox(syncDir: string, options: { boxid?: string; pu
     syncDir, boxid, publishDelayMs: options.publishDelayMs ?? 60_000, watch: options.watch ?? false,
     log: options.log ?? ((): void => undefined),
     ...(options.configDir === undefined ? {} : { configDir: options.configDir }),
+    // In-process boxes collect garbage only when a test calls gcNow(), so timing never decides.
+    gcIntervalMs: false as const,
     ...options.gc,
   };
   let engine = await SyncEngine.start(t.fs, syncOptions);

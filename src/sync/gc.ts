@@ -175,10 +175,16 @@ export class GarbageCollector {
     let repacked: GcReport['repacked'];
     // A repack also rescues what only dying archives (named by some rm-log) still carry.
     if (candidates.length > 0 || plan.orphanBlocks.size > 0) {
-      const written = await repackArchives(this.host, plan, candidates, keyring);
-      if (written !== undefined) {
-        repacked = { name: written.name, from: written.merged.map((a) => plan.archives.get(a)!.name) };
-        plan = this.plan(dying);
+      try {
+        const written = await repackArchives(this.host, plan, candidates, keyring);
+        if (written !== undefined) {
+          repacked = { name: written.name, from: written.merged.map((a) => plan.archives.get(a)!.name) };
+          plan = this.plan(dying);
+        }
+      } catch (e) {
+        // An archive that cannot be read whole is left as it is; retiring goes on without it.
+        if (!isFsError(e)) throw e;
+        this.host.log(`repack skipped (will retry): ${e.message}`);
       }
     }
     const { deleted, waiting } = plan.dead.length === 0 ? { deleted: [], waiting: 0 } : await this.retire(plan, keyring);
