@@ -20,8 +20,8 @@ export type Target =
 
 /** One measured figure beside its baseline. */
 export interface Figure {
-  /** Which benchmark file produced it: engine (issue 2) or mount (issue 3). */
-  suite: 'engine' | 'mount';
+  /** Which benchmark file produced it: engine (issue 2), mount (issue 3), sync (issues 4 and 6), syncd (issue 5) or fsck (issue 7). */
+  suite: 'engine' | 'mount' | 'sync' | 'syncd' | 'fsck';
   workload: string;
   /** Unit of both figures, e.g. "MB/s", "ops/s", "MiB". */
   unit: string;

@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- --only engine|mount] [-- --quick]`: runs the engine benchmark (issue 2) and
- * the whole-mount benchmark (issue 3), prints one table per suite (zippy figure, baseline
+ * `npm run bench [-- --only engine|mount|sync|syncd|fsck] [-- --quick]`: runs the engine benchmark (issue 2),
+ * the whole-mount benchmark (issue 3), the sync benchmark (issues 4 and 6, plain vs encrypted), the sync daemon benchmark (issue 5) and the fsck benchmark (issue 7), prints one table per suite (zippy figure, baseline
  * figure, ratio, the issue's target and whether it is met), and writes bench/report.md and
  * bench/report.json (both git-ignored). Temporary directories and mounts are removed even when a
  * workload fails; the exit code is 1 if a workload failed, 0 otherwise (a missed target is a
@@ -14,9 +14,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cachesDropped, Cleanup, MiB, targetMet, type Figure } from './common.js';
 import { runEngine } from './engine.js';
+import { runFsck } from './fsck.js';
 import { runMount } from './mount.js';
+import { runSync } from './sync.js';
+import { runSyncd } from './syncd.js';
 
-const suites = ['engine', 'mount'] as const;
+const suites = ['engine', 'mount', 'sync', 'syncd', 'fsck'] as const;
 type Suite = (typeof suites)[number];
 
 const repoDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -25,7 +28,7 @@ const benchDir = join(repoDir, 'bench');
 function parse(): { only: Suite[]; quick: boolean } {
   const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help === true) {
-    process.stdout.write('Usage: npm run bench -- [--only engine|mount] [--quick]\n');
+    process.stdout.write('Usage: npm run bench -- [--only engine|mount|sync|syncd|fsck] [--quick]\n');
     process.exit(0);
   }
   if (values.only !== undefined && !(suites as readonly string[]).includes(values.only)) {
@@ -88,7 +91,8 @@ async function main(): Promise<void> {
   const results: { suite: Suite; figures: Figure[]; error?: string }[] = [];
   for (const suite of only) {
     try {
-      const figures = suite === 'engine' ? await runEngine(quick, cleanup) : await runMount(quick, cleanup);
+      const figures = suite === 'engine' ? await runEngine(quick, cleanup) : suite === 'mount' ? await runMount(quick, cleanup)
+        : suite === 'sync' ? await runSync(quick, cleanup) : suite === 'syncd' ? await runSyncd(quick, cleanup) : await runFsck(quick, cleanup);
       results.push({ suite, figures });
     } catch (e) {
       const message = String((e as Error)?.stack ?? e);
@@ -105,7 +109,12 @@ async function main(): Promise<void> {
     machine,
     cachesDropped() === true ? 'page cache dropped (echo 3 > /proc/sys/vm/drop_caches) before cold runs' : 'page cache could not be dropped: "cold" runs are warm',
   ];
-  const titles: Record<Suite, string> = { engine: 'Engine (issue 2): inode API in-process vs raw syscalls / raw LMDB', mount: 'Mount (issue 3): FUSE mount vs plain directory on the same disk' };
+  const titles: Record<Suite, string> = {
+    engine: 'Engine (issue 2): inode API in-process vs raw syscalls / raw LMDB', mount: 'Mount (issue 3): FUSE mount vs plain directory on the same disk',
+    sync: 'Sync (issues 4 and 6): engine in-process, encrypted sync dir vs plain sync dir',
+    syncd: 'Sync daemon (issue 5): zippy-sync --once with rsync to a local path',
+    fsck: 'fsck (issue 7): zippy-fsck of a large store vs reading its files once',
+  };
   let text = '';
   let md = `# zippy-fs benchmark report\n\n${context.map((c) => `- ${c}`).join('\n')}\n\nRatio = zippy ÷ baseline. Produced by \`npm run bench\` (bench/run.ts).\n`;
   for (const r of results) {

@@ -21,13 +21,26 @@ export type InternalCode =
 
 export type ErrorCode = PosixCode | InternalCode;
 
+const quietCodes: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ENOTEMPTY', 'ENAMETOOLONG', 'EPERM', 'EACCES', 'ENODATA', 'ERANGE', 'EROFS', 'EXDEV',
+]);
+
 /** An error with a stable code and the place it concerns (a path, a file, a segment). */
 export class FsError extends Error {
   readonly code: ErrorCode;
   readonly place: string | undefined;
 
   constructor(code: ErrorCode, message: string, place?: string, options?: { cause?: unknown }) {
-    super(place === undefined ? `${code}: ${message}` : `${code}: ${place}: ${message}`, options);
+    // POSIX outcomes other than EIO (ENOENT of a lookup, ENODATA of getxattr, ...) are answers,
+    // not faults: thousands per second reach the FUSE edge and none is logged with its stack, so
+    // capturing one (the costliest part of constructing an Error) is skipped for them.
+    const stackTraceLimit = Error.stackTraceLimit;
+    if (quietCodes.has(code)) Error.stackTraceLimit = 0;
+    try {
+      super(place === undefined ? `${code}: ${message}` : `${code}: ${place}: ${message}`, options);
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
     this.name = 'FsError';
     this.code = code;
     this.place = place;

@@ -41,3 +41,5 @@ assert(segmentSizeMaxBytesDefault % blockSizeBytes === 0, 'segment size is a mul
 assert(Number.isSafeInteger(fileSizeMaxBytes / blockSizeBytes), 'block indexes are exact numbers');
 assert(cacheSizeBytesDefault >= cacheSizeBytesMin, 'default cache at least the minimum');
 assert(nameLengthMaxBytes < pathLengthMaxBytes, 'a name fits in a path');
+/** Entries in the inode layer's path → inode cache; it is cleared when full (a new working set refills it). */
+export const pathCacheEntryCountMax = 65_536;

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import { isFsError } from '../src/errors.js';
 import {
-  SealedReader, decodeEnvelopeHeader, envelopeHeaderLayout, isSealed, openSealed, plainSizeOfSealed, readSealedFile, sealFile,
+  SealedReader, SealedReaderSync, decodeEnvelopeHeader, envelopeHeaderLayout, isSealed, openSealed, plainSizeOfSealed, readSealedFile, sealFile,
   sealedSizeBytes, writeSealedFile, type SealOptions,
 } from '../src/sync/crypto/index.js';
 import { envelopeChunkSizeBytes, envelopeHeaderSizeBytes, envelopeTagBytes } from '../src/sync/crypto/limits.js';
@@ -298,4 +298,40 @@ test('throughput: archive zip write and block reads, sealed beside plain (report
     + `(${(plainRandomMs / sealedRandomMs).toFixed(2)}x)`;
   t.diagnostic(report);
   console.log(`# ${report}`);
+});
+
+test('SealedReaderSync: sequential reads with read-ahead, two readers interleaved, a changed chunk inside a read-ahead window', async () => {
+  const dir = freshDir();
+  const plain = randomBytes(40 * C + 123);
+  const paths = ['one', 'two'].map((n) => join(dir, `${n}.zip`));
+  for (const path of paths) writeFileSync(path, sealFile(plain, seal));
+  const readers = paths.map((path) => SealedReaderSync.open(path, open));
+  try {
+    for (const reader of readers) reader.verifyAll();
+    // Both readers read the whole file sequentially in 4 KiB steps, interleaved (they share the read-ahead slot).
+    const outs = readers.map(() => Buffer.alloc(plain.length));
+    for (let offset = 0; offset < plain.length; offset += 4096) {
+      for (const [i, reader] of readers.entries()) reader.readAt(offset, Math.min(4096, plain.length - offset)).copy(outs[i]!, offset);
+    }
+    for (const out of outs) assert.ok(out.equals(plain));
+    // Backwards and random reads (no read-ahead) agree too.
+    for (let chunk = 40; chunk >= 0; chunk -= 3) assert.ok(readers[0]!.readAt(chunk * C, Math.min(C, plain.length - chunk * C)).equals(plain.subarray(chunk * C, chunk * C + C)));
+  } finally {
+    for (const reader of readers) reader.close();
+  }
+  // A byte changed in chunk 21: verifyAll fails on it, and so does a sequential read reaching it through a read-ahead window.
+  const changed = readFileSync(paths[0]!);
+  const position = envelopeHeaderSizeBytes + 21 * (C + envelopeTagBytes) + 77;
+  changed[position] = changed[position]! ^ 0x40;
+  writeFileSync(paths[0]!, changed);
+  const reader = SealedReaderSync.open(paths[0]!, open);
+  try {
+    assert.throws(() => reader.verifyAll(), (e: unknown) => isFsError(e, 'BAD_ARCHIVE') && /chunk 21 of 41/.test(e.message));
+    assert.ok(reader.readAt(15 * C, C).equals(plain.subarray(15 * C, 16 * C)));
+    assert.ok(reader.readAt(16 * C, C).equals(plain.subarray(16 * C, 17 * C)), 'sequential: read ahead from chunk 16');
+    for (let chunk = 17; chunk < 21; chunk++) assert.ok(reader.readAt(chunk * C, C).equals(plain.subarray(chunk * C, chunk * C + C)));
+    assert.throws(() => reader.readAt(21 * C, 10), (e: unknown) => isFsError(e, 'BAD_ARCHIVE') && /chunk 21 of 41/.test(e.message));
+  } finally {
+    reader.close();
+  }
 });

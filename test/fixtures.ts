@@ -129,6 +129,8 @@ export interface MountZippyOptions {
   flags?: string[];
   /** Milliseconds to wait for the mount to become live (default 20 s). */
   readyTimeoutMs?: number;
+  /** Environment of the mount process (default this process's), e.g. its own XDG_CONFIG_HOME for another boxid. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface TestMount {
@@ -204,7 +206,7 @@ export async function mountZippy(options: MountZippyOptions = {}): Promise<TestM
 
   const start = async (): Promise<void> => {
     const args = [mountMainPath(), '-f', ...(options.flags ?? []), '-o', [`store=${storeDir}`, ...(options.options ?? [])].join(','), mountpoint, syncDir];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
     child = proc;
     liveMounts.set(mountpoint, proc);
     let sawMounted = false;
@@ -636,5 +638,65 @@ export function boxPathExists(box: SyncBox, path: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** A set of temporary directories a test file makes as it goes and removes at its end (`after(() => set.removeAll())`). */
+export function scratchDirs(): { make(prefix: string): string; removeAll(): void } {
+  const dirs: string[] = [];
+  return {
+    make(prefix) {
+      const dir = tempDir(prefix);
+      dirs.push(dir);
+      return dir;
+    },
+    removeAll() {
+      for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------
+// Several machines on one host: each its own HOME with XDG_CONFIG_HOME and XDG_CACHE_HOME under
+// it (so its own boxid, key pair and default stores), for tests of key enrollment and the like.
+// ------------------------------------------------------------------------------------------
+
+export interface TestMachine {
+  readonly name: string;
+  readonly home: string;
+  /** Its zippy-fs config directory (`$XDG_CONFIG_HOME/zippy-fs`). */
+  readonly configDir: string;
+  /** The environment of its processes (ZIPPY_PASSPHRASE cleared). */
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** Machines, scratch directories and mounts of a test file; `cleanup` unmounts and removes them all. */
+export class TestMachines {
+  private readonly dirs = scratchDirs();
+  private readonly mounts: TestMount[] = [];
+
+  /** A fresh temporary directory, removed by cleanup. */
+  scratch(prefix: string): string {
+    return this.dirs.make(prefix);
+  }
+
+  machine(name: string): TestMachine {
+    const home = this.scratch(`zippy-home-${name}-`);
+    return {
+      name, home, configDir: join(home, '.config', 'zippy-fs'),
+      env: { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'), ZIPPY_PASSPHRASE: '' },
+    };
+  }
+
+  /** mountZippy as `machine` (its environment), torn down by cleanup. */
+  async mount(machine: TestMachine, options: Omit<MountZippyOptions, 'env'> = {}): Promise<TestMount> {
+    const m = await mountZippy({ ...options, env: machine.env });
+    this.mounts.push(m);
+    return m;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const m of this.mounts) await m.cleanup();
+    this.dirs.removeAll();
   }
 }

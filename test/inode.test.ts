@@ -282,3 +282,26 @@ test('many files: 2,000 creates and lookups, then a clean check', () =>
     assert.equal(t.fs.readdir(d.ino).length, 2000);
     for (let i = 0; i < 2000; i += 97) assert.equal(t.fs.read(t.fs.resolve(`/many/file-${i}`), 0, 100).toString(), `content ${i}`);
   }));
+
+test('path resolution follows every rename, unlink and replaced target (path cache)', () =>
+  withFs((t) => {
+    const d = t.fs.mkdir(rootCtx, rootIno, 'd', 0o755);
+    const sub = t.fs.mkdir(rootCtx, d.ino, 'sub', 0o755);
+    const f = t.fs.mknod(rootCtx, sub.ino, 'f', S_IFREG | 0o644);
+    const g = t.fs.mknod(rootCtx, rootIno, 'g', S_IFREG | 0o644);
+    assert.equal(t.fs.resolve('/d/sub/f'), f.ino);
+    assert.equal(t.fs.resolveParent('/d/sub/x').parent, sub.ino);
+    t.fs.rename(rootCtx, rootIno, 'd', rootIno, 'e');
+    assert.equal(code(() => t.fs.resolve('/d/sub/f')), 'ENOENT');
+    assert.equal(code(() => t.fs.resolveParent('/d/sub/x')), 'ENOENT');
+    assert.equal(t.fs.resolve('/e/sub/f'), f.ino);
+    t.fs.rename(rootCtx, rootIno, 'g', sub.ino, 'f'); // replaces f
+    assert.equal(t.fs.resolve('/e/sub/f'), g.ino);
+    assert.equal(code(() => t.fs.resolve('/g')), 'ENOENT');
+    t.fs.unlink(rootCtx, sub.ino, 'f');
+    assert.equal(code(() => t.fs.resolve('/e/sub/f')), 'ENOENT');
+    const again = t.fs.mknod(rootCtx, sub.ino, 'f', S_IFREG | 0o644);
+    assert.equal(t.fs.resolve('/e/sub/f'), again.ino);
+    assert.equal(code(() => t.fs.rmdir(rootCtx, rootIno, 'e')), 'ENOTEMPTY');
+    assert.equal(t.fs.resolve('/e/sub'), sub.ino);
+  }));

@@ -5,6 +5,7 @@
  * after a revoke, later archives are unreadable to the revoked machine.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -208,23 +209,100 @@ test('after revoke, archives written later are unreadable to the revoked machine
   const a = await box(syncDir, ma);
   const b = await box(syncDir, mb);
   try {
-    writeBoxFile(a, '/before.txt', 'shared before the revoke');
+    a.fs.mkdir(rootCtx, 1, 'shared', 0o755);
+    writeBoxFile(a, '/shared/before.txt', 'shared before the revoke');
     await a.engine.publishNow();
     await b.engine.importNow();
-    assert.equal(readBoxFile(b, '/before.txt'), 'shared before the revoke');
+    assert.equal(readBoxFile(b, '/shared/before.txt'), 'shared before the revoke');
+    // Published before the revoke, imported by B only after it (and after B wrote locally).
+    writeBoxFile(a, '/late.txt', 'sealed before the revoke');
+    const late = (await a.engine.publishNow()).archives[0]!.name;
     const known = archiveNames(syncDir);
     revokeAccess(syncDir, ma.configDir, mb.boxid);
     writeBoxFile(a, '/after.txt', 'not for the revoked machine');
     const { archives } = await a.engine.publishNow();
     assert.equal(archives.length, 1);
     assert.equal(known.has(archives[0]!.name), false);
+    // The revoked machine no longer publishes (its changes stay local, in its outbox) ...
+    // (in /shared: the reconciler leaves a directory with unpublished changes alone, and a revoked
+    // machine's changes stay unpublished)
+    writeBoxFile(b, '/shared/from-revoked.txt', 'written after being revoked');
+    const count = archiveNames(syncDir).size;
+    await assert.rejects(b.engine.publishNow(), /was revoked/);
+    assert.equal(archiveNames(syncDir).size, count);
+    assert.ok(b.engine.port.outboxCount() > 0);
+    // ... which does not stop it from importing what it can still open.
     const report = await b.engine.importNow();
-    assert.deepEqual(report.imported, []);
+    assert.deepEqual(report.imported, [late]);
     assert.equal(boxPathExists(b, '/after.txt'), false);
     assert.ok(mb.warnings.some((w) => w.includes(archives[0]!.name) && w.includes('BAD_KEY')), mb.warnings.join('\n'));
-    assert.equal(readBoxFile(b, '/before.txt'), 'shared before the revoke');
+    assert.equal(readBoxFile(b, '/shared/before.txt'), 'shared before the revoke');
+    assert.equal(readBoxFile(b, '/late.txt'), 'sealed before the revoke');
+    assert.equal(readBoxFile(b, '/shared/from-revoked.txt'), 'written after being revoked');
   } finally {
     await a.cleanup();
     await b.cleanup();
+  }
+});
+
+test('stop on a machine without a key keeps unpublished changes in the outbox, says so, and the next start with a key publishes them', async () => {
+  const [ma, mb, mc] = [machine(), machine(), machine()];
+  const syncDir = encryptedDir(ma, mb);
+  const c = await box(syncDir, mc);
+  let engine = c.engine;
+  try {
+    writeBoxFile(c, '/waiting.txt', 'written before any grant');
+    const before = readdirSync(syncDir).sort();
+    const pending = engine.port.outboxCount();
+    assert.ok(pending >= 1);
+    const report = await engine.stop();
+    assert.equal(report.unpublishedCount, pending);
+    assert.match(report.reason ?? '', /BAD_KEY/);
+    const said = mc.warnings.find((w) => w.includes('could not be published'));
+    assert.ok(said !== undefined, mc.warnings.join('\n'));
+    assert.match(said, /stay in the outbox/);
+    assert.match(said, /zippy-key request/);
+    assert.match(said, /once this machine has a key/);
+    assert.deepEqual(readdirSync(syncDir).sort(), before, 'nothing reached the encrypted dir in clear');
+    // A restart without a key still starts (the outbox waits) and keeps the row.
+    await c.t.reopen();
+    const { SyncEngine } = await import('../src/sync/engine.js');
+    const options = { syncDir, boxid: mc.boxid, configDir: mc.configDir, publishDelayMs: 60_000, log: (w: string) => mc.warnings.push(w) };
+    engine = await SyncEngine.start(c.t.fs, options);
+    assert.equal(engine.port.outboxCount(), pending);
+    assert.ok(mc.warnings.some((w) => w.includes('wait in the outbox until this machine has a key')), mc.warnings.join('\n'));
+    await engine.abandon();
+    // Granted: the next start publishes what waited, and a member reads it.
+    requestAccess(syncDir, mc.configDir);
+    grantAccess(syncDir, ma.configDir, mc.boxid, requestFingerprint(syncDir, mc.boxid));
+    await c.t.reopen();
+    engine = await SyncEngine.start(c.t.fs, options);
+    assert.equal(engine.port.outboxCount(), 0);
+    const a = await box(syncDir, ma);
+    try {
+      assert.equal(readBoxFile(a, '/waiting.txt'), 'written before any grant');
+    } finally {
+      await a.cleanup();
+    }
+  } finally {
+    await engine.stop();
+    await c.t.cleanup();
+  }
+});
+
+test('a plain zip dropped into an encrypted sync dir is ignored with a warning (it could come from anyone)', async () => {
+  const [ma, mb] = [machine(), machine()];
+  const syncDir = encryptedDir(ma, mb);
+  const zipPath = join(syncDir, 'injected.zip');
+  const src = dir('zippy-crypto-zipsrc-');
+  writeFileSync(join(src, 'injected.txt'), 'not from a member');
+  assert.equal(spawnSync('zip', ['-q', zipPath, 'injected.txt'], { cwd: src }).status, 0);
+  const a = await box(syncDir, ma);
+  try {
+    await a.engine.importNow();
+    assert.equal(boxPathExists(a, '/injected.txt'), false);
+    assert.ok(ma.warnings.some((w) => w.includes(zipPath) && w.includes('only takes sealed archives')), ma.warnings.join('\n'));
+  } finally {
+    await a.cleanup();
   }
 });

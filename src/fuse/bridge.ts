@@ -57,7 +57,7 @@ export function makeOperations(fs: FileSystem, log: Logger): FuseOperations {
   const status = (what: string, path: string, cb: (result: number) => void, fn: () => void): void => run(what, path, cb, fn);
   return {
     getattr: (_c, path, cb) => run('getattr', path, cb, () => toStat(ops.getattr(path))),
-    fgetattr: (_c, path, fh, cb) => run('fgetattr', path, cb, () => toStat(ops.fgetattr(fh))),
+    fgetattr: (_c, path, fh, cb) => run('fgetattr', path, cb, () => toStat(ops.fgetattr(fh, path))),
     access: (c, path, mask, cb) => status('access', path, cb, () => ops.access(toCtx(c), path, mask)),
     statfs: (_c, path, cb) => run('statfs', path, cb, () => ({ ...ops.statfs(), fsid: 0, flag: 0 })),
     opendir: (_c, path, _flags, cb) => run('opendir', path, cb, () => 0),

@@ -14,17 +14,19 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isFsError } from '../errors.js';
+import { FsError, isFsError } from '../errors.js';
 import { cacheSizeBytesDefault, cacheSizeBytesMin } from '../limits.js';
 import { FileSystem } from '../inode/fs.js';
 import { Store } from '../inode/store.js';
 import { loadBoxid } from '../sync/boxid.js';
+import { defaultConfigDir, ensureEncryptedSyncDir } from '../sync/crypto/index.js';
 import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
 import { gcIntervalMsDefault, keepHistoryMsDefault, keepHistoryMsMax } from '../sync/limits.js';
+import { isoOfNs, parseTimeNs } from '../sync/history.js';
 import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2, busy: 3 } as const;
@@ -47,6 +49,12 @@ Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountp
                         with s, m, h, d or w (a bare number is seconds); 0 keeps only what
                         is visible (default 7d)
        gc_interval_ms=N least time between two garbage collections (default 30000)
+       at=TIME          read-only history: the tree as it was at TIME (archives published at or
+                        before it); unix seconds or ISO 8601 (2026-11-22T23:10:00Z); writes fail
+                        with EROFS and nothing is published; the store is temporary
+       encrypt          make a new, empty sync dir encrypted (as zippy-key init; this machine
+                        becomes its first member); no-op on an encrypted one; refused (exit 2)
+                        on a plain sync dir that holds archives: a sync dir stays as created
   -h, --help     this text
 
 Exit codes: 0 unmounted cleanly, 1 failure, 2 usage error, 3 mountpoint busy.`;
@@ -69,6 +77,10 @@ export interface MountOptions {
   keepHistoryMs: number;
   /** Least ms between two automatic GC runs. */
   gcIntervalMs: number;
+  /** History mount (`-o at=`): the time as ns since the epoch; read-only, publishes nothing. */
+  at: bigint | undefined;
+  /** -o encrypt: initialise a new sync dir encrypted (ensureEncryptedSyncDir). */
+  encrypt: boolean;
   /** Options not known here, passed to libfuse as they are. */
   extra: string[];
 }
@@ -101,6 +113,8 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
     boxidFile: undefined,
     keepHistoryMs: keepHistoryMsDefault,
     gcIntervalMs: gcIntervalMsDefault,
+    at: undefined,
+    encrypt: false,
     extra: [],
   };
   for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
@@ -151,6 +165,17 @@ function applyOption(options: MountOptions, opt: string): void {
     case 'keep_history':
       options.keepHistoryMs = parseDurationMs(requireValue(key, value));
       return;
+    case 'at':
+      try {
+        options.at = parseTimeNs(requireValue(key, value));
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      return;
+    case 'encrypt':
+      if (value !== undefined) throw new UsageError('option encrypt takes no value');
+      options.encrypt = true;
+      return;
     default:
       options.extra.push(opt);
   }
@@ -186,6 +211,52 @@ export function defaultStoreDir(syncDir: string, mountpoint: string): string {
   return join(cache, 'zippy-fs', 'stores', id);
 }
 
+/**
+ * The store of a mount. A history mount (`-o at=`) gets its own store per (sync dir, mountpoint,
+ * time), emptied when it starts and when it unmounts: it is a cache of that view, never the
+ * store of the live mount, which it must not touch.
+ */
+function storeDirOf(options: MountOptions): string {
+  if (options.store !== undefined) return options.store;
+  if (options.at === undefined) return defaultStoreDir(options.syncDir, options.mountpoint);
+  return defaultStoreDir(options.syncDir, `${options.mountpoint}\0at=${options.at}`);
+}
+
+/** True when the store lock file names a process that is alive (not this one). */
+function lockHolderAlive(lockPath: string): boolean {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
+  } catch {
+    return false;
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Marks a store directory as a history mount's (so it may be emptied). */
+const historyMarker = 'HISTORY';
+
+/**
+ * Empties a history mount's store (its log file stays). A store directory that holds a store but
+ * no history marker is refused: `-o store=` must never let a history mount wipe a real store.
+ */
+function clearHistoryStore(storeDir: string): void {
+  if (existsSync(join(storeDir, 'lmdb')) && !existsSync(join(storeDir, historyMarker))) {
+    throw new UsageError(`store=${storeDir} holds a store that is not a history mount's; give at= mounts their own store directory`);
+  }
+  // A store another live process holds is left alone: Store.open then refuses it (LOCKED).
+  if (lockHolderAlive(join(storeDir, 'LOCK'))) return;
+  for (const part of ['lmdb', 'segments', 'LOCK']) rmSync(join(storeDir, part), { recursive: true, force: true });
+  mkdirSync(storeDir, { recursive: true });
+  writeFileSync(join(storeDir, historyMarker), 'zippy-fs history mount store: emptied at every at= mount\n');
+}
+
 function validate(options: MountOptions): void {
   if (!options.syncDir.startsWith('/')) throw new UsageError(`the sync dir must be an absolute path: ${options.syncDir}`);
   if (!existsSync(options.syncDir)) throw new UsageError(`the sync dir does not exist: ${options.syncDir}`);
@@ -206,7 +277,7 @@ function log(message: string): void {
 
 /** Starts a detached foreground copy with its output in a log file; resolves with its exit status. */
 async function detach(options: MountOptions, argv: string[]): Promise<number> {
-  const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
+  const storeDir = storeDirOf(options);
   mkdirSync(storeDir, { recursive: true });
   const logPath = join(storeDir, 'zippy-fs.log');
   const logFd = openSync(logPath, 'a');
@@ -239,7 +310,8 @@ async function runForeground(options: MountOptions): Promise<number> {
     log(`${options.mountpoint} was left mounted by a process that died ("Transport endpoint is not connected"); cleaning it up`);
     await clearStaleMount(options.mountpoint);
   }
-  const storeDir = options.store ?? defaultStoreDir(options.syncDir, options.mountpoint);
+  const storeDir = storeDirOf(options);
+  if (options.at !== undefined) clearHistoryStore(storeDir);
   const store = Store.open(storeDir);
   for (const line of store.openReport.messages) log(line);
   const fs = new FileSystem(store, { cacheSizeBytes: options.cacheSizeBytes });
@@ -248,10 +320,12 @@ async function runForeground(options: MountOptions): Promise<number> {
   try {
     const boxid = loadBoxid(options.boxidFile);
     const started = Date.now();
-    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, watch: true, log,
+    const history = options.at === undefined ? { watch: true } : { watch: false, readOnly: true, asOfNs: options.at };
+    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, log, ...history,
       gc: { keepHistoryMs: options.keepHistoryMs }, gcIntervalMs: options.gcIntervalMs });
-    log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})`);
-    handle = await mountBridge(fs, options, log);
+    log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})${options.at === undefined ? '' : `; read-only view as of ${isoOfNs(options.at)}`}`);
+    // A history mount is read-only in the kernel (every write is EROFS before it reaches us).
+    handle = await mountBridge(fs, options.at === undefined ? options : { ...options, extra: [...options.extra, 'ro'] }, log);
   } catch (e) {
     await sync?.stop().catch((err: unknown) => log(`sync stop failed: ${String(err)}`));
     await fs.close();
@@ -267,12 +341,17 @@ async function runForeground(options: MountOptions): Promise<number> {
       stopping = true;
       log(`${signal}: writing back and unmounting`);
       try {
-        await sync?.stop();
+        // A failed final publish (e.g. no key yet for an encrypted sync dir) keeps the changes in
+        // the store's outbox and is logged by the engine; the unmount itself goes on cleanly.
+        const report = await sync?.stop();
         await fs.close();
         await handle.unmount();
         await store.close();
-        log('unmounted cleanly');
-        resolvePromise(exitCodes.ok);
+        if (options.at !== undefined && options.store === undefined) clearHistoryStore(storeDir);
+        const left = report?.unpublishedCount ?? 0;
+        log(left === 0 ? 'unmounted cleanly' : `unmounted cleanly; ${left} change(s) NOT published (kept in the store, published at the next mount)`);
+        // No key yet (or revoked) is a state the user chose, exit 0; any other failed publish is a failure.
+        resolvePromise(left > 0 && report?.code !== 'BAD_KEY' ? exitCodes.failed : exitCodes.ok);
       } catch (e) {
         log(`unmount failed: ${String(e)}`);
         resolvePromise(exitCodes.failed);
@@ -281,6 +360,27 @@ async function runForeground(options: MountOptions): Promise<number> {
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGTERM', () => void stop('SIGTERM'));
   });
+}
+
+/**
+ * -o encrypt, before anything is mounted (so a refusal reaches the terminal with exit 2, also
+ * without -f; the detached child repeats it as a no-op): a new or empty sync dir becomes
+ * encrypted, an encrypted one stays as it is, a plain one with archives is refused.
+ */
+function encryptSyncDir(options: MountOptions): void {
+  try {
+    const { initialised } = ensureEncryptedSyncDir(options.syncDir, defaultConfigDir());
+    if (initialised !== undefined) {
+      log(`-o encrypt: ${options.syncDir} is now an encrypted sync dir (filesystem ${initialised.fsid}); this machine `
+        + `(boxid ${initialised.boxid}, fingerprint ${initialised.fingerprint}) is its first member. Add machines with zippy-key request / grant.`);
+    }
+  } catch (e) {
+    if (e instanceof FsError && e.code === 'BAD_INPUT') {
+      throw new UsageError(`-o encrypt: ${options.syncDir} is a plain sync dir (${e.message}); a sync dir stays plain or encrypted for life. `
+        + 'Mount it without -o encrypt, or give -o encrypt a new, empty sync dir.');
+    }
+    throw e;
+  }
 }
 
 /** Entry point: returns the exit code. */
@@ -301,6 +401,7 @@ export async function main(argv: string[]): Promise<number> {
     throw e;
   }
   try {
+    if (options.encrypt) encryptSyncDir(options);
     return options.foreground ? await runForeground(options) : await detach(options, argv);
   } catch (e) {
     if (e instanceof UsageError) {

@@ -19,19 +19,32 @@ export interface ReaddirResult {
   stats: { ino: number; mode: number }[];
 }
 
+/** The names libfuse 2.9 gives open files it was asked to unlink (hide_node: ".fuse_hidden%08x%08x"). */
+const hiddenNamePattern = /^\.fuse_hidden[0-9a-f]{16}$/;
+
 export class PathOps {
   readonly fs: FileSystem;
+  /** Hidden path (as libfuse names it) → inode of an unlinked file that is still open. */
+  private readonly hidden = new Map<string, number>();
 
   constructor(fs: FileSystem) {
     this.fs = fs;
   }
 
   getattr(path: string): Attr {
-    return this.fs.getattr(this.fs.resolve(path));
+    return this.forLibfuse(path, this.fs.getattr(this.ino(path)));
   }
 
-  fgetattr(fd: number): Attr {
-    return this.fs.getattr(this.fs.handleIno(fd));
+  fgetattr(fd: number, path: string): Attr {
+    return this.forLibfuse(path, this.fs.getattr(this.fs.handleIno(fd)));
+  }
+
+  /**
+   * libfuse subtracts one from st_nlink of a hidden node, taking the hidden name for a link; here
+   * it is none (see rename), so the count is raised by one for libfuse to give the true one back.
+   */
+  private forLibfuse(path: string, attr: Attr): Attr {
+    return this.hidden.has(path) ? { ...attr, nlink: attr.nlink + 1 } : attr;
   }
 
   /** Checks `mode` (R_OK|W_OK|X_OK) against the caller; the kernel does most of this itself under default_permissions. */
@@ -48,7 +61,7 @@ export class PathOps {
 
   /** Names and (ino, type) of a directory's entries, "." and ".." first. */
   readdir(path: string): ReaddirResult {
-    const ino = this.fs.resolve(path);
+    const ino = this.ino(path);
     const entries = this.fs.readdir(ino);
     const names = ['.', '..'];
     const stats = [{ ino, mode: 0o040000 }, { ino: this.fs.resolve(parentOf(path)), mode: 0o040000 }];
@@ -73,7 +86,7 @@ export class PathOps {
 
   /** Opens a file; O_TRUNC truncates it. Returns the handle. */
   open(ctx: Ctx, path: string, flags: number): number {
-    const ino = this.fs.resolve(path);
+    const ino = this.ino(path);
     if ((flags & O_TRUNC) !== 0 && (flags & O_ACCMODE) !== 0) this.fs.truncate(ctx, ino, 0);
     return this.fs.open(ino);
   }
@@ -102,7 +115,7 @@ export class PathOps {
   }
 
   truncate(ctx: Ctx, path: string, size: number): void {
-    this.fs.truncate(ctx, this.fs.resolve(path), size);
+    this.fs.truncate(ctx, this.ino(path), size);
   }
 
   ftruncate(ctx: Ctx, fd: number, size: number): void {
@@ -120,18 +133,50 @@ export class PathOps {
   }
 
   unlink(ctx: Ctx, path: string): void {
+    if (this.hidden.delete(path)) return; // libfuse drops a hidden name at the last release
     const { parent, name } = this.fs.resolveParent(path);
     this.fs.unlink(ctx, parent, name);
   }
 
+  /**
+   * Renames; a rename to a libfuse hidden name is an unlink. libfuse's high-level API does not
+   * unlink a file that is still open: it renames it to `.fuse_hidden<16 hex>` and unlinks that
+   * name at the last release. Stored as such, the name would show in readdir, keep rmdir failing
+   * with ENOTEMPTY and be published to every peer. So the file is unlinked here at once, as on
+   * ext4 (it lives on as an open orphan), and the hidden path only maps to its inode for the
+   * path-based calls libfuse still makes with it (fchmod, fgetattr without a handle, the final
+   * unlink).
+   */
   rename(ctx: Ctx, src: string, dst: string): void {
     const from = this.fs.resolveParent(src);
+    if (hiddenNamePattern.test(basenameOf(dst)) && !this.hidden.has(src)) {
+      const ino = this.fs.resolve(src);
+      this.fs.unlink(ctx, from.parent, from.name);
+      this.hidden.set(dst, ino);
+      return;
+    }
     const to = this.fs.resolveParent(dst);
     this.fs.rename(ctx, from.parent, from.name, to.parent, to.name);
+    this.moveHidden(src, dst);
+  }
+
+  /** After a directory rename, libfuse names the hidden files below it by their new paths. */
+  private moveHidden(src: string, dst: string): void {
+    const prefix = `${src}/`;
+    for (const [path, ino] of [...this.hidden]) {
+      if (!path.startsWith(prefix)) continue;
+      this.hidden.delete(path);
+      this.hidden.set(`${dst}/${path.slice(prefix.length)}`, ino);
+    }
+  }
+
+  /** The inode of `path`: a hidden name (see rename) or a name in the tree. */
+  private ino(path: string): number {
+    return this.hidden.get(path) ?? this.fs.resolve(path);
   }
 
   link(ctx: Ctx, src: string, dst: string): void {
-    const ino = this.fs.resolve(src);
+    const ino = this.ino(src);
     const { parent, name } = this.fs.resolveParent(dst);
     this.fs.link(ctx, ino, parent, name);
   }
@@ -142,40 +187,44 @@ export class PathOps {
   }
 
   readlink(path: string): string {
-    return this.fs.readlink(this.fs.resolve(path));
+    return this.fs.readlink(this.ino(path));
   }
 
   chmod(ctx: Ctx, path: string, mode: number): void {
-    this.fs.chmod(ctx, this.fs.resolve(path), mode);
+    this.fs.chmod(ctx, this.ino(path), mode);
   }
 
   chown(ctx: Ctx, path: string, uid: number, gid: number): void {
-    this.fs.chown(ctx, this.fs.resolve(path), uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
+    this.fs.chown(ctx, this.ino(path), uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
 
   utimens(ctx: Ctx, path: string, atime: TimeSpec, mtime: TimeSpec): void {
-    this.fs.utimens(ctx, this.fs.resolve(path), atime, mtime);
+    this.fs.utimens(ctx, this.ino(path), atime, mtime);
   }
 
   setxattr(path: string, name: string, value: Buffer, flags: number): void {
-    this.fs.setxattr(this.fs.resolve(path), name, value, flags);
+    this.fs.setxattr(this.ino(path), name, value, flags);
   }
 
   getxattr(path: string, name: string): Buffer {
-    return this.fs.getxattr(this.fs.resolve(path), name);
+    return this.fs.getxattr(this.ino(path), name);
   }
 
   listxattr(path: string): string[] {
-    return this.fs.listxattr(this.fs.resolve(path));
+    return this.fs.listxattr(this.ino(path));
   }
 
   removexattr(path: string, name: string): void {
-    this.fs.removexattr(this.fs.resolve(path), name);
+    this.fs.removexattr(this.ino(path), name);
   }
 
   statfs(): ReturnType<FileSystem['statfs']> {
     return this.fs.statfs();
   }
+}
+
+function basenameOf(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1);
 }
 
 function parentOf(path: string): string {

@@ -15,7 +15,7 @@
 import { statfsSync } from 'node:fs';
 import { assert, fsError, isFsError } from '../errors.js';
 import { recordSizeBytes, type BlockLocation } from '../blocks/index.js';
-import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
+import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, pathCacheEntryCountMax, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
 import { blockIdUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import { BlockCache, type CacheEntry } from './cache.js';
@@ -53,6 +53,8 @@ export class FileSystem {
   /** When each open file was last written (cleared by fsync and by its last release). */
   private readonly lastWriteMs = new Map<number, number>();
   private readonly handles = new Map<number, number>();
+  /** Path components joined by "/" → inode (resolveParts). */
+  private readonly pathCache = new Map<string, number>();
   private handleNext = 1;
   private timer: NodeJS.Timeout | undefined;
   private changedSinceSync = false;
@@ -88,9 +90,7 @@ export class FileSystem {
 
   /** The inode number of an absolute path. */
   resolve(path: string): number {
-    let ino = rootIno;
-    for (const part of splitPath(path)) ino = this.lookupIno(ino, part);
-    return ino;
+    return this.resolveParts(splitPath(path));
   }
 
   /** The parent directory's inode and the last component of an absolute path. */
@@ -98,9 +98,25 @@ export class FileSystem {
     const parts = splitPath(path);
     const name = parts.pop();
     if (name === undefined) throw fsError('EBUSY', 'the root has no parent', path);
-    let parent = rootIno;
-    for (const part of parts) parent = this.lookupIno(parent, part);
-    return { parent, name };
+    return { parent: this.resolveParts(parts), name };
+  }
+
+  /**
+   * Walks path components from the root, through the path cache: FUSE's path-based API names
+   * every file by its whole path, so the same directories are walked for every request. The
+   * cache holds only successful walks and is cleared whenever a directory entry is removed or a
+   * transaction fails (direntRemove, commit), which are the only ways an existing path can come
+   * to name another inode or none; adding an entry never changes an existing path.
+   */
+  private resolveParts(parts: readonly string[]): number {
+    const key = parts.join('/');
+    const hit = this.pathCache.get(key);
+    if (hit !== undefined) return hit;
+    let ino = rootIno;
+    for (const part of parts) ino = this.lookupIno(ino, part);
+    if (this.pathCache.size >= pathCacheEntryCountMax) this.pathCache.clear();
+    this.pathCache.set(key, ino);
+    return ino;
   }
 
   /** Attributes of the entry `name` in directory `parent`. */
@@ -697,6 +713,7 @@ export class FileSystem {
 
   /** Removes the entry `name` (naming `ino`) from `parent` and its reverse-index row. */
   private direntRemove(parent: number, name: Buffer, ino: number): void {
+    this.pathCache.clear();
     this.store.btree.table('dirent').removeSync(direntKey(parent, name));
     this.store.btree.table('link').removeSync(linkKey(ino, parent, name));
   }
@@ -965,7 +982,12 @@ export class FileSystem {
   // ---------------------------------------------------------------- internals: transactions
 
   private commit<T>(action: () => T): T {
-    return this.store.transaction(action);
+    try {
+      return this.store.transaction(action);
+    } catch (e) {
+      this.pathCache.clear(); // the rolled-back transaction may have added entries the cache saw
+      throw e;
+    }
   }
 
   private writable(): void {

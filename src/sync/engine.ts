@@ -5,7 +5,8 @@
  *
  * Data flow (docs/ARCHITECTURE.md, "Sync"):
  * - publish: a change commits an outbox row in its own transaction; a group-commit timer fires
- *   `publishDelayMs` after the first unpublished change (never reset, so the delay is bounded);
+ *   `publishDelayMs` after the first unpublished change (never reset, so the delay is bounded; 1 s
+ *   while a burst such as `tar x` goes on);
  *   the publisher writes back dirty files, turns each outbox inode into versions of its paths
  *   (tombstones for names it lost, copy runs against the version it was based on so unchanged
  *   blocks and renames ship no data), writes one archive (zip, then idx) with the blocks the sync
@@ -46,6 +47,13 @@ import { gcIntervalMsDefault } from './limits.js';
 
 /** Default group-commit delay. */
 export const publishDelayMsDefault = 300;
+/**
+ * During a burst (the last publish carried at least burstFileCountMin changed files, as in `tar x`)
+ * the group-commit delay grows to this bound, so a long burst makes one archive a second instead
+ * of three; a quiet edit is still published after publishDelayMs.
+ */
+const burstPublishDelayMs = 1000;
+const burstFileCountMin = 64;
 /** A file written within this long, still open and not fsynced, counts as being written. */
 const writingQuietMs = 2000;
 /** Longest a file being written waits before it is published anyway. */
@@ -74,6 +82,13 @@ export interface SyncOptions {
   readonly gcIntervalMs?: number | false;
   /** Wall clock in ms for archive creation times and the history period (tests move it); default Date.now. */
   readonly now?: () => number;
+  /**
+   * History views (`zippy-fs -o at=`, `zippy-export --at`): import only archives whose idx header
+   * `createdNs` (the publish time) is at or before this time, and plain zips whose file mtime is.
+   */
+  readonly asOfNs?: bigint;
+  /** Never publish (history views, exports): the outbox is never read and nothing is written to the sync dir. */
+  readonly readOnly?: boolean;
 }
 
 /** The keys of the sync dir as last loaded: plain, encrypted with keys, or encrypted without a usable key. */
@@ -83,6 +98,16 @@ export interface PublishReport {
   readonly archives: readonly { name: string; zipSizeBytes: number; idxSizeBytes: number }[];
   readonly versionCount: number;
   readonly blockCount: number;
+}
+
+/** What stop() could not do: changes it could not publish stay in the store's outbox. */
+export interface StopReport {
+  /** Outbox rows left unpublished (0 when everything was published). */
+  readonly unpublishedCount: number;
+  /** Why the final publish failed (the error's message), when it did. */
+  readonly reason: string | undefined;
+  /** The FsError code of that failure (BAD_KEY: no usable key, an expected state), when it was one. */
+  readonly code: string | undefined;
 }
 
 export interface ImportReport {
@@ -136,10 +161,6 @@ function metaOf(v: FileVersion): VersionMeta {
 
 
 
-function isFuseHidden(path: string): boolean {
-  return path.slice(path.lastIndexOf('/') + 1).startsWith('.fuse_hidden');
-}
-
 /** Sends SIGUSR1 to the sync daemon named by its pid file, if one runs (design section 6). */
 function signalSyncDaemon(log: (message: string) => void): void {
   const cache = process.env['XDG_CACHE_HOME'] !== undefined && process.env['XDG_CACHE_HOME'] !== '' ? process.env['XDG_CACHE_HOME'] : join(homedir(), '.cache');
@@ -168,10 +189,14 @@ export class SyncEngine {
   /** The machine's boxid: written as the idx header's writer, mapped from the replica id for conflict names. */
   private readonly boxid: string;
   private readonly publishDelayMs: number;
+  /** The local store's directory (named in messages about unpublished changes). */
+  private readonly storeDir: string;
   private readonly log: (message: string) => void;
   private readonly compressionLevel: number;
   private queue: Promise<unknown> = Promise.resolve();
   private publishTimer: NodeJS.Timeout | undefined;
+  /** Changed files (outbox rows) the last publish carried: decides the next group-commit delay. */
+  private lastPublishFileCount = 0;
   /** When each outbox inode that is still being written was first held back. */
   private readonly deferredSince = new Map<number, number>();
   private importTimer: NodeJS.Timeout | undefined;
@@ -193,6 +218,8 @@ export class SyncEngine {
   private readonly now: () => number;
   /** Archives the last import left waiting (GC keeps what they refer to). */
   private waitingArchives: CompleteArchive[] = [];
+  private readonly asOfNs: bigint | undefined;
+  private readonly readOnly: boolean;
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -203,7 +230,10 @@ export class SyncEngine {
     this.log = options.log ?? ((m) => process.emitWarning(`zippy-fs sync: ${m}`));
     this.compressionLevel = options.compressionLevel ?? 1;
     this.signalDaemon = options.watch === true;
+    this.asOfNs = options.asOfNs;
+    this.readOnly = options.readOnly === true;
     const storeId = fs.store.dir;
+    this.storeDir = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
     this.configDir = options.configDir ?? defaultConfigDir();
@@ -232,7 +262,16 @@ export class SyncEngine {
     const engine = new SyncEngine(fs, options);
     engine.loadKeys();
     await engine.importNow();
-    if (engine.port.outboxCount() > 0) await engine.publishNow();
+    if (engine.port.outboxCount() > 0) {
+      try {
+        await engine.publishNow();
+      } catch (e) {
+        // No key yet for an encrypted sync dir: mount anyway; the outbox waits for a grant.
+        if (!isFsError(e, 'BAD_KEY')) throw e;
+        engine.warnOnce(`${engine.port.outboxCount()} unpublished change(s) wait in the outbox until this machine has a key: ${e.message}`);
+        engine.publishSoon(Math.max(engine.publishDelayMs, rescanMsDefault));
+      }
+    }
     if (options.watch === true) engine.startWatching(options.rescanMs ?? rescanMsDefault);
     return engine;
   }
@@ -248,16 +287,25 @@ export class SyncEngine {
     this.rescanTimer.unref();
   }
 
-  /** Schedules a publish `publishDelayMs` after the first unpublished change. */
-  publishSoon(): void {
+  /** Schedules a publish `delayMs` after the first unpublished change (default publishDelayMs, in a burst burstPublishDelayMs). */
+  publishSoon(delayMs?: number): void {
     if (this.publishTimer !== undefined || this.stopped) return;
+    const inBurst = this.lastPublishFileCount >= burstFileCountMin;
+    const delay = delayMs ?? (inBurst ? Math.max(this.publishDelayMs, burstPublishDelayMs) : this.publishDelayMs);
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined;
       void this.enqueue(() => this.publish(false)).catch((e: unknown) => {
+        // Without a key the outbox waits for a grant: say so once, and retry at the rescan pace
+        // (a grant in keys/ is seen by the next load) instead of every publishDelayMs.
+        if (isFsError(e, 'BAD_KEY')) {
+          this.warnOnce(`publish waits until this machine has a key (changes stay in the outbox): ${e.message}`);
+          this.publishSoon(Math.max(this.publishDelayMs, rescanMsDefault));
+          return;
+        }
         this.log(`publish failed (will retry): ${String(e)}`);
         this.publishSoon();
       });
-    }, this.publishDelayMs);
+    }, delay);
     this.publishTimer.unref();
   }
 
@@ -284,6 +332,8 @@ export class SyncEngine {
   /** Runs garbage collection (and a repack when due) now; docs/ARCHITECTURE.md "GC". */
   gcNow(): Promise<GcReport> {
     return this.enqueue(async () => {
+      // A history view or an export writes nothing to the sync dir: no rm-log, no repack.
+      if (this.readOnly) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.state.archiveNames().size };
       this.lastGcMs = Date.now();
       const report = await this.gc.collect();
       if (report.retiring > 0) this.gcSoon(this.gc.retireGraceMs); // deletes them once the grace period is over
@@ -293,7 +343,7 @@ export class SyncEngine {
 
   /** Schedules a GC run after a publish or an import, at most one per gcIntervalMs (and not before `minDelayMs`). */
   private gcSoon(minDelayMs = 0): void {
-    if (this.gcTimer !== undefined || this.stopped || this.gcIntervalMs === false) return;
+    if (this.gcTimer !== undefined || this.stopped || this.gcIntervalMs === false || this.readOnly) return;
     const delayMs = Math.max(minDelayMs, this.lastGcMs + this.gcIntervalMs - Date.now());
     this.gcTimer = setTimeout(() => {
       this.gcTimer = undefined;
@@ -307,16 +357,36 @@ export class SyncEngine {
     return this.enqueue(() => this.import());
   }
 
-  /** Stops watching, publishes what is left, and closes the archive readers. */
-  async stop(): Promise<void> {
+  /**
+   * Stops watching, publishes what is left, and closes the archive readers. When that last
+   * publish fails (no key for an encrypted sync dir, a full sync dir, ...), nothing is lost: the
+   * outbox is only cleared in the transaction that records a written archive, so the changes stay
+   * in the store and the next start on this store publishes them. The failure is logged and
+   * returned, and the stop completes (the mount can still close and unmount cleanly).
+   */
+  async stop(): Promise<StopReport> {
     this.stopped = true;
     for (const t of [this.publishTimer, this.importTimer, this.gcTimer]) if (t !== undefined) clearTimeout(t);
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
-    await this.enqueue(() => this.publish(true));
+    let reason: string | undefined;
+    let code: string | undefined;
+    try {
+      await this.enqueue(() => this.publish(true));
+    } catch (e) {
+      reason = e instanceof Error ? e.message : String(e);
+      code = isFsError(e) ? e.code : undefined;
+    }
     await this.queue;
     this.reader.close();
     this.plain.close();
+    const unpublishedCount = reason === undefined ? 0 : this.port.outboxCount();
+    if (reason !== undefined) {
+      this.log(`${unpublishedCount} change(s) could not be published to ${this.syncDir} at unmount: ${reason}. `
+        + `They stay in the outbox of the local store ${this.storeDir} and are published at the next mount of that store`
+        + `${code === 'BAD_KEY' ? ' once this machine has a key' : ''}.`);
+    }
+    return { unpublishedCount, reason, code };
   }
 
   /** Stops everything without publishing (a killed process, for tests). */
@@ -364,12 +434,20 @@ export class SyncEngine {
   }
 
   private async publish(all: boolean): Promise<PublishReport> {
+    if (this.readOnly) return { archives: [], versionCount: 0, blockCount: 0 };
     this.port.writeBackAll();
     const rows = this.publishableRows(all);
+    this.lastPublishFileCount = rows.length;
     if (rows.length === 0) return { archives: [], versionCount: 0, blockCount: 0 };
     this.loadKeys();
     // Never publish plaintext into an encrypted dir: the outbox waits until this machine has a key.
     if (this.keyState.kind === 'no-key') throw this.keyState.error;
+    // A revoked machine still holds the old generations, and members still open them (nothing
+    // tells them when an archive was written); an honest one stops publishing.
+    if (this.keyState.kind === 'keys' && this.keyState.keyring.revoked) {
+      throw new FsError('BAD_KEY', `this machine (boxid ${this.keyState.keyring.boxid}) was revoked: it no longer publishes to this sync dir; `
+        + 'its changes stay local', this.syncDir);
+    }
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
@@ -614,9 +692,6 @@ export class SyncEngine {
   }
 
   private liveDraft(node: PortNode, path: string, ids: Identity[], replaced: Draft | undefined): Draft | undefined {
-    // libfuse parks an unlinked-but-open file as `.fuse_hidden<n>` until its last close: a local
-    // artefact of this mount, never a version for the peers.
-    if (isFuseHidden(path)) return undefined;
     const own = ids.find((id) => id.path === path);
     const moved = own === undefined ? ids[0] : undefined;
     const base = own?.stamp ?? replaced?.version.base ?? latestHead(this.state.pathRecord(path).versions);
@@ -682,8 +757,17 @@ export class SyncEngine {
       : (idxPath: string, name: string): Promise<Uint8Array> => readSealedFile(idxPath, { keys, archiveName: name, kind: 'idx', syncDir: this.syncDir }, idxSizeMaxBytes);
     const scan = await scanSyncDir(this.syncDir, { knownComplete: known, keepIdx: true, skipKnown: true, ...(readIdxBytes === undefined ? {} : { readIdxBytes }) });
     for (const bad of scan.incomplete) this.warnOnce(`skipping archive (will retry): ${bad.message}`);
-    const plainPaths = await this.plain.refresh(scan.plainZips, this.port, this.state);
-    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined && !this.sealed(a, keys));
+    const asOf = this.asOfNs;
+    // In an encrypted dir a plain zip is not trusted: anyone with access to the server could
+    // have put it there (the union would show its files as if a member had written them).
+    const plainZips = keys !== undefined ? []
+      : asOf === undefined ? scan.plainZips : scan.plainZips.filter((z) => BigInt(Math.floor(z.mtimeMs)) * 1_000_000n <= asOf);
+    if (keys !== undefined) {
+      for (const z of scan.plainZips) this.warnOnce(`plain zip ${z.path} ignored: an encrypted sync dir only takes sealed archives`);
+    }
+    const plainPaths = await this.plain.refresh(plainZips, this.port, this.state);
+    const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined
+      && (asOf === undefined || a.idx.header.createdNs <= asOf) && !this.sealed(a, keys));
     if (fresh.length === 0 && plainPaths.size === 0) {
       if ((await this.gc.forgetVanished()).length > 0) this.gcSoon();
       return { imported: [], waiting: [] };
@@ -693,7 +777,7 @@ export class SyncEngine {
     // outbox published below builds on them instead of conflicting with itself.
     const isOwn = (a: CompleteArchive): boolean => a.idx!.versions.length > 0 && a.idx!.versions.every((v) => v.stamp.boxid === this.replicaId);
     const own = this.importArchives(fresh.filter(isOwn), touched, true);
-    if (this.port.outboxCount() > 0) await this.publish(false);
+    if (this.port.outboxCount() > 0) await this.publishBeforeImport();
     const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched, false);
     for (const a of foreign.waiting) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
     this.waitingArchives = foreign.waiting;
@@ -702,6 +786,20 @@ export class SyncEngine {
     this.reconciler.reconcile(touched);
     this.gcSoon();
     return { imported: [...own.imported, ...foreign.imported], waiting: foreign.waiting.map((a) => a.name) };
+  }
+
+  /**
+   * Publishes local changes before foreign versions are merged. Without a usable key (none yet,
+   * or revoked) they cannot be published: the import goes on, and the reconciler leaves the
+   * paths of inodes with unpublished changes alone, as it does between two publishes.
+   */
+  private async publishBeforeImport(): Promise<void> {
+    try {
+      await this.publish(false);
+    } catch (e) {
+      if (!isFsError(e, 'BAD_KEY')) throw e;
+      this.warnOnce(`local changes stay unpublished while importing: ${e.message}`);
+    }
   }
 
   /** Imports every archive whose dependencies are met, repeating while that makes progress. */
@@ -742,6 +840,8 @@ export class SyncEngine {
         continue;
       }
       touched.add(v.path);
+      // Only versions this store never recorded (a killed publisher's): a known own version that
+      // comes again (a checkpoint repeats versions) may be older than what the inode shows now.
       if (v.stamp.boxid === this.replicaId) this.adopt(v);
     }
   }

@@ -23,6 +23,7 @@ Manages the keys of an encrypted zippy-fs sync dir. This machine's key pair and 
 
 Commands:
   init <abs-sync-dir>       make a new, empty sync dir encrypted; this machine becomes its first member
+                            (the first mount with zippy-fs -o encrypt does the same)
   request <sync>            publish this machine's public key; prints the fingerprint to compare
   show <sync>               this machine's boxid, fingerprint and status (member / pending / no key / revoked)
   grant <boxid> <sync>      let a requesting machine in, after comparing its fingerprint (--yes or a TTY prompt)

@@ -104,3 +104,15 @@ assert(repackArchiveCountMin >= 2, 'merging fewer than two archives gains nothin
 assert(repackOutputBlockCountMax < archiveBlockCountMax && repackOutputVersionCountMax < idxVersionCountMax, 'a full repack fits in one archive');
 assert(repackIdxVersionBytesMax + repackOutputBlockCountMax * 40 < idxSizeMaxBytes, 'a full repack idx stays below the idx limit');
 assert(keepHistoryMsDefault <= keepHistoryMsMax && gcIntervalMsDefault > 0, 'GC defaults in range');
+
+/** Most versions in one archive of a checkpoint (zippy-export): a larger checkpoint is several archives. */
+export const checkpointVersionCountMax = 100_000;
+/** Most new blocks in one archive of a checkpoint (about 800 MiB of data). */
+export const checkpointBlockCountMax = 200_000;
+/** Approximate idx bytes (version records with their ids runs) after which a checkpoint starts another archive. */
+export const checkpointIdxSizeSoftMaxBytes = 32 * 1024 * 1024;
+
+assert(checkpointVersionCountMax <= idxVersionCountMax, 'a checkpoint archive holds its versions');
+assert(checkpointBlockCountMax <= archiveBlockCountMax, 'a checkpoint archive holds its blocks');
+assert(checkpointIdxSizeSoftMaxBytes + versionBlockIdCountMax * blockIdBytes + versionXattrSizeMaxBytes + archiveBlockCountMax * 40 + 2 * 65_536 < idxSizeMaxBytes,
+  'a checkpoint archive at the soft limit plus one largest version and a full block table fits in an idx');

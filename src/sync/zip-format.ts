@@ -294,3 +294,127 @@ export function encodeEndRecords(entryCount: number, centralDirectoryOffset: num
   parts.push(end);
   return Buffer.concat(parts);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Records of a tree zip (zippy-export -o): any path, UTF-8 names, the Info-ZIP extended timestamp,
+// zip64 sizes, and data descriptors for large files deflated on the fly. The archive zip above
+// never uses these, so its block entries keep their fixed shape.
+
+/** General purpose flag bit 3: CRC-32 and sizes follow the data in a data descriptor. */
+export const flagDataDescriptor = 1 << 3;
+/** General purpose flag bit 11: the name is UTF-8. */
+export const flagUtf8 = 1 << 11;
+export const dataDescriptorSignature = 0x08074b50;
+/** Info-ZIP extended timestamp extra field ("UT"): flags u8 (bit 0 = mtime) and mtime as u32 UTC seconds. */
+export const extendedTimestampExtraId = 0x5455;
+export const extendedTimestampExtraSizeBytes = 9;
+
+/** One entry of a tree zip as both its headers describe it. */
+export interface TreeEntryRecord {
+  /** UTF-8 entry name; directories end with '/'. */
+  readonly name: Buffer;
+  readonly method: ZipMethod;
+  readonly crc32: number;
+  readonly storedSizeBytes: number;
+  readonly sizeBytes: number;
+  readonly dosDate: number;
+  readonly dosTime: number;
+  /** Unix mode including the file type bits. */
+  readonly unixMode: number;
+  readonly headerOffset: number;
+  /** mtime in whole UTC seconds for the UT extra field; undefined when it does not fit a u32. */
+  readonly mtimeSeconds: number | undefined;
+  /** CRC-32 and sizes come after the data (the local header holds zeros). */
+  readonly dataDescriptor: boolean;
+  /** The local header carries a zip64 extra field with both sizes (and the descriptor 8-byte sizes). */
+  readonly zip64Local: boolean;
+}
+
+function timestampExtra(mtimeSeconds: number | undefined): Buffer {
+  if (mtimeSeconds === undefined) return Buffer.alloc(0);
+  const out = Buffer.alloc(extendedTimestampExtraSizeBytes);
+  out.writeUInt16LE(extendedTimestampExtraId, 0);
+  out.writeUInt16LE(5, 2);
+  out.writeUInt8(1, 4);
+  out.writeUInt32LE(mtimeSeconds, 5);
+  return out;
+}
+
+function zip64Extra(values: readonly number[]): Buffer {
+  if (values.length === 0) return Buffer.alloc(0);
+  const out = Buffer.alloc(4 + 8 * values.length);
+  out.writeUInt16LE(zip64ExtraId, 0);
+  out.writeUInt16LE(8 * values.length, 2);
+  values.forEach((v, i) => out.writeBigUInt64LE(BigInt(v), 4 + 8 * i));
+  return out;
+}
+
+/** The local file header of a tree entry, name and extra fields included. */
+export function encodeTreeLocalHeader(entry: TreeEntryRecord): Buffer {
+  const L = localHeaderLayout;
+  const deferred = entry.dataDescriptor;
+  const extra = Buffer.concat([
+    entry.zip64Local ? zip64Extra([deferred ? 0 : entry.sizeBytes, deferred ? 0 : entry.storedSizeBytes]) : Buffer.alloc(0),
+    timestampExtra(entry.mtimeSeconds),
+  ]);
+  const out = Buffer.alloc(localHeaderFixedSizeBytes + entry.name.length + extra.length);
+  out.writeUInt32LE(localHeaderSignature, L.signature.offset);
+  out.writeUInt16LE(entry.zip64Local ? versionNeededZip64 : versionNeededDefault, L.versionNeeded.offset);
+  out.writeUInt16LE(flagUtf8 | (deferred ? flagDataDescriptor : 0), L.flags.offset);
+  out.writeUInt16LE(entry.method, L.method.offset);
+  out.writeUInt16LE(entry.dosTime, L.dosTime.offset);
+  out.writeUInt16LE(entry.dosDate, L.dosDate.offset);
+  out.writeUInt32LE(deferred ? 0 : entry.crc32, L.crc32.offset);
+  out.writeUInt32LE(entry.zip64Local ? u32Max : deferred ? 0 : entry.storedSizeBytes, L.storedSizeBytes.offset);
+  out.writeUInt32LE(entry.zip64Local ? u32Max : deferred ? 0 : entry.sizeBytes, L.sizeBytes.offset);
+  out.writeUInt16LE(entry.name.length, L.nameLengthBytes.offset);
+  out.writeUInt16LE(extra.length, L.extraLengthBytes.offset);
+  entry.name.copy(out, localHeaderFixedSizeBytes);
+  extra.copy(out, localHeaderFixedSizeBytes + entry.name.length);
+  return out;
+}
+
+/** The data descriptor after a deferred entry's data (8-byte sizes when its local header is zip64). */
+export function encodeDataDescriptor(entry: TreeEntryRecord): Buffer {
+  const out = Buffer.alloc(entry.zip64Local ? 24 : 16);
+  out.writeUInt32LE(dataDescriptorSignature, 0);
+  out.writeUInt32LE(entry.crc32, 4);
+  if (entry.zip64Local) {
+    out.writeBigUInt64LE(BigInt(entry.storedSizeBytes), 8);
+    out.writeBigUInt64LE(BigInt(entry.sizeBytes), 16);
+  } else {
+    out.writeUInt32LE(entry.storedSizeBytes, 8);
+    out.writeUInt32LE(entry.sizeBytes, 12);
+  }
+  return out;
+}
+
+/** The central directory header of a tree entry: zip64 fields (APPNOTE order) only for the values that need them. */
+export function encodeTreeCentralHeader(entry: TreeEntryRecord): Buffer {
+  const C = centralHeaderLayout;
+  const big = (n: number): boolean => n >= u32Max;
+  const zip64Values = [entry.sizeBytes, entry.storedSizeBytes, entry.headerOffset].filter(big);
+  const extra = Buffer.concat([zip64Extra(zip64Values), timestampExtra(entry.mtimeSeconds)]);
+  const out = Buffer.alloc(centralHeaderFixedSizeBytes + entry.name.length + extra.length);
+  out.writeUInt32LE(centralHeaderSignature, C.signature.offset);
+  out.writeUInt16LE(versionMadeByUnix, C.versionMadeBy.offset);
+  out.writeUInt16LE(zip64Values.length > 0 || entry.zip64Local ? versionNeededZip64 : versionNeededDefault, C.versionNeeded.offset);
+  out.writeUInt16LE(flagUtf8 | (entry.dataDescriptor ? flagDataDescriptor : 0), C.flags.offset);
+  out.writeUInt16LE(entry.method, C.method.offset);
+  out.writeUInt16LE(entry.dosTime, C.dosTime.offset);
+  out.writeUInt16LE(entry.dosDate, C.dosDate.offset);
+  out.writeUInt32LE(entry.crc32, C.crc32.offset);
+  out.writeUInt32LE(big(entry.storedSizeBytes) ? u32Max : entry.storedSizeBytes, C.storedSizeBytes.offset);
+  out.writeUInt32LE(big(entry.sizeBytes) ? u32Max : entry.sizeBytes, C.sizeBytes.offset);
+  out.writeUInt16LE(entry.name.length, C.nameLengthBytes.offset);
+  out.writeUInt16LE(extra.length, C.extraLengthBytes.offset);
+  out.writeUInt16LE(0, C.commentLengthBytes.offset);
+  out.writeUInt16LE(0, C.diskNumberStart.offset);
+  out.writeUInt16LE(0, C.internalAttributes.offset);
+  const isDirectory = (entry.unixMode & 0o170000) === 0o040000;
+  out.writeUInt32LE(((entry.unixMode << 16) | (isDirectory ? 0x10 : 0)) >>> 0, C.externalAttributes.offset);
+  out.writeUInt32LE(big(entry.headerOffset) ? u32Max : entry.headerOffset, C.headerOffset.offset);
+  entry.name.copy(out, centralHeaderFixedSizeBytes);
+  extra.copy(out, centralHeaderFixedSizeBytes + entry.name.length);
+  return out;
+}

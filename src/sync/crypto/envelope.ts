@@ -424,6 +424,9 @@ export async function readSealedFile(path: string, options: OpenOptions, plainSi
       if (sizeBytes > sealedSizeBytes(plainSizeMaxBytes)) {
         throw new FsError('BAD_ARCHIVE', `${sizeBytes} bytes > the limit ${sealedSizeBytes(plainSizeMaxBytes)} for a sealed ${options.kind}`, path);
       }
+      // The header first: a file this machine holds no key for (a mount without a grant rescans
+      // every archive every few seconds) costs one small read, not the whole file.
+      keyForHeader(decodeEnvelopeHeader(await readExactly(handle, 0, Math.min(sizeBytes, envelopeHeaderSizeBytes), path), options, path), options, path);
       bytes = await readExactly(handle, 0, sizeBytes, path);
     } finally {
       await handle.close();
@@ -434,6 +437,18 @@ export async function readSealedFile(path: string, options: OpenOptions, plainSi
   }
   return openSealed(bytes, { ...options, place: options.place ?? path });
 }
+
+/** writeSealedFile gathers sealed bytes into writes of at least this size. */
+const writeBatchBytes = 256 * 1024;
+/** SealedReaderSync reads this many sealed chunks at once when verifying a whole file or reading on sequentially. */
+const readAheadChunkCount = 16;
+
+/**
+ * Sealed bytes read ahead by a SealedReaderSync whose reads are sequential. One slot for the
+ * process, not one per reader: the engine keeps a reader open per archive, so per-reader buffers
+ * would grow with the archive count; a stream of sequential reads is what benefits.
+ */
+let readAhead: { reader: SealedReaderSync; firstChunk: number; chunkCount: number; bytes: Buffer } | undefined;
 
 /** Receives plaintext in order (the shape of zipfile's ZipSink). */
 export type PlainSink = (chunk: Buffer) => Promise<void> | void;
@@ -448,16 +463,33 @@ export async function writeSealedFile<T>(path: string, options: SealOptions,
   const handle = await open(path, 'wx');
   const sealer = new Sealer(options);
   try {
-    const write = async (bytes: Buffer): Promise<void> => {
+    const writeAll = async (bytes: Buffer): Promise<void> => {
       let done = 0;
       while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
     };
-    // The sealer returns bytes only when a chunk completes, so ~4 KiB zip entries become 16 KiB writes.
+    // Sealed parts are gathered into writes of about writeBatchBytes (one system call and one
+    // thread-pool round trip each, instead of one per 16 KiB chunk).
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (batchBytes === 0) return;
+      const bytes = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
+      batch = [];
+      batchBytes = 0;
+      await writeAll(bytes);
+    };
+    const take = (parts: Buffer[]): void => {
+      for (const part of parts) {
+        batch.push(part);
+        batchBytes += part.length;
+      }
+    };
     const result = await produce(async (chunk) => {
-      const sealed = sealer.update(chunk);
-      if (sealed.length > 0) await write(sealed);
+      take(sealer.updateParts(chunk));
+      if (batchBytes >= writeBatchBytes) await flush();
     });
-    await write(sealer.final());
+    take(sealer.finalParts());
+    await flush();
     await handle.sync();
     await handle.close();
     return { result, plainSizeBytes: sealer.plainSizeBytes, sealedSizeBytes: sealer.sealedSizeBytes };
@@ -629,28 +661,61 @@ export class SealedReaderSync {
   /** Authenticates every chunk (an import checks a whole archive before applying any of it). */
   verifyAll(): void {
     const chunkCount = envelopeChunkCount(this.plainSizeBytes);
-    for (let i = 0; i < chunkCount; i++) this.chunk(i);
+    for (let first = 0; first < chunkCount; first += readAheadChunkCount) {
+      const count = Math.min(readAheadChunkCount, chunkCount - first);
+      const bytes = this.readSealedChunks(first, count);
+      for (let i = 0; i < count; i++) this.openChunk(first + i, this.sealedChunkIn(bytes, i));
+    }
   }
 
   private chunk(chunkIndex: number): Buffer {
     if (this.cached?.index === chunkIndex) return this.cached.plain;
-    const chunkCount = envelopeChunkCount(this.plainSizeBytes);
-    const sealedChunkBytes = envelopeChunkSizeBytes + envelopeTagBytes;
-    const start = envelopeHeaderSizeBytes + chunkIndex * sealedChunkBytes;
-    const sealed = readExactlySync(this.fd, start, Math.min(sealedChunkBytes, this.sealedSizeBytes - start), this.path);
-    const plain = this.cipher.open(sealed, chunkIndex, chunkIndex === chunkCount - 1);
-    if (plain === undefined) throw authenticationFailure(chunkIndex, chunkCount, this.path);
+    let sealed: Buffer;
+    const ahead = readAhead;
+    if (ahead !== undefined && ahead.reader === this && chunkIndex >= ahead.firstChunk && chunkIndex < ahead.firstChunk + ahead.chunkCount) {
+      sealed = this.sealedChunkIn(ahead.bytes, chunkIndex - ahead.firstChunk);
+    } else if (this.cached !== undefined && chunkIndex === this.cached.index + 1) {
+      // Sequential: read the next chunks in one go.
+      const count = Math.min(readAheadChunkCount, envelopeChunkCount(this.plainSizeBytes) - chunkIndex);
+      const bytes = this.readSealedChunks(chunkIndex, count);
+      readAhead = { reader: this, firstChunk: chunkIndex, chunkCount: count, bytes };
+      sealed = this.sealedChunkIn(bytes, 0);
+    } else {
+      sealed = this.readSealedChunks(chunkIndex, 1);
+    }
+    const plain = this.openChunk(chunkIndex, sealed);
     this.cached = { index: chunkIndex, plain };
     return plain;
   }
 
+  /** The sealed bytes of `count` chunks from `firstChunk` (the last one may be short). */
+  private readSealedChunks(firstChunk: number, count: number): Buffer {
+    const sealedChunkBytes = envelopeChunkSizeBytes + envelopeTagBytes;
+    const start = envelopeHeaderSizeBytes + firstChunk * sealedChunkBytes;
+    return readExactlySync(this.fd, start, Math.min(count * sealedChunkBytes, this.sealedSizeBytes - start), this.path);
+  }
+
+  /** Chunk `i` of bytes read by readSealedChunks. */
+  private sealedChunkIn(bytes: Buffer, i: number): Buffer {
+    const sealedChunkBytes = envelopeChunkSizeBytes + envelopeTagBytes;
+    return bytes.subarray(i * sealedChunkBytes, Math.min(bytes.length, (i + 1) * sealedChunkBytes));
+  }
+
+  private openChunk(chunkIndex: number, sealed: Buffer): Buffer {
+    const chunkCount = envelopeChunkCount(this.plainSizeBytes);
+    const plain = this.cipher.open(sealed, chunkIndex, chunkIndex === chunkCount - 1);
+    if (plain === undefined) throw authenticationFailure(chunkIndex, chunkCount, this.path);
+    return plain;
+  }
+
   close(): void {
+    if (readAhead?.reader === this) readAhead = undefined;
     closeSync(this.fd);
   }
 }
 
 function readExactlySync(fd: number, offset: number, length: number, place: string): Buffer {
-  const buffer = Buffer.alloc(length);
+  const buffer = Buffer.allocUnsafe(length); // every byte is read below, or the function throws
   let done = 0;
   while (done < length) {
     const n = readSync(fd, buffer, done, length - done, offset + done);

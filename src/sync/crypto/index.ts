@@ -9,7 +9,7 @@ export {
 } from './envelope.js';
 export {
   type InitResult, type KeyStatus, type Keyring, type KeyringResult, type LoadKeyringOptions, type MemberStatus, type PassphraseLimits,
-  type RevokeResult, blockIdKeyOf, grantAccess, initEncryptedSyncDir, isEncrypted, joinWithPassphrase, keyStatus, loadKeyring,
-  requestAccess, requestFingerprint, revokeAccess, setPassphrase,
+  type RevokeResult, blockIdKeyOf, ensureEncryptedSyncDir, grantAccess, initEncryptedSyncDir, isEncrypted, joinWithPassphrase, keyStatus, loadKeyring,
+  plainContentOf, requestAccess, requestFingerprint, revokeAccess, setPassphrase,
 } from './keyring.js';
 export { type BoxKey, defaultConfigDir, fingerprintOf, loadOrCreateBoxid } from './machine.js';

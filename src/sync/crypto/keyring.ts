@@ -275,12 +275,21 @@ export interface InitResult {
   readonly fingerprint: string;
 }
 
+/**
+ * What makes `syncDir` a plain sync dir already: archive files (`<32 hex>.zip|.idx`), plain zips
+ * (any other `*.zip`, mounted as a union) and an `rmlog/` directory. Other files do not count.
+ */
+export function plainContentOf(syncDir: string): string[] {
+  return readdirSync(syncDir).filter((n) => /\.(idx|zip)$/i.test(n) || n === 'rmlog').sort();
+}
+
 /** Marks `syncDir` encrypted with a fresh filesystem key sealed to this machine (lifecycle above). */
 export function initEncryptedSyncDir(syncDir: string, configDir: string): InitResult {
   if (isEncrypted(syncDir)) throw new FsError('EEXIST', 'already an encrypted sync dir (keys/fs.json exists)', syncDir);
-  const archives = readdirSync(syncDir).filter((n) => /^[0-9a-f]{32}\.(idx|zip)$/.test(n));
-  if (archives.length > 0) {
-    throw new FsError('BAD_INPUT', `holds ${archives.length} plain archive files: a sync dir is encrypted or not from its creation`, syncDir);
+  const plain = plainContentOf(syncDir);
+  if (plain.length > 0) {
+    throw new FsError('BAD_INPUT', `holds ${plain.length} plain archive file(s) (${plain.slice(0, 3).join(', ')}${plain.length > 3 ? ', ...' : ''}): `
+      + 'a sync dir is encrypted or not from its creation', syncDir);
   }
   const boxid = loadOrCreateBoxid(configDir);
   const boxKey = loadOrCreateBoxKey(configDir, boxid);
@@ -298,6 +307,22 @@ export function initEncryptedSyncDir(syncDir: string, configDir: string): InitRe
   });
   if (!marked) throw new FsError('EEXIST', 'another init marked this sync dir at the same time', syncDir);
   return { fsid, keyId, boxid, fingerprint };
+}
+
+/**
+ * `zippy-fs -o encrypt`: makes a new or empty sync dir encrypted (as `init`), and is a no-op on one
+ * that is encrypted already (whether or not this machine holds a key). FsError BAD_INPUT on a
+ * plain sync dir with content: a sync dir stays plain or encrypted for life. Returns what it did.
+ */
+export function ensureEncryptedSyncDir(syncDir: string, configDir: string): { initialised: InitResult | undefined } {
+  if (isEncrypted(syncDir)) return { initialised: undefined };
+  try {
+    return { initialised: initEncryptedSyncDir(syncDir, configDir) };
+  } catch (e) {
+    // Another process (a second mount with -o encrypt, or zippy-key init) marked it first.
+    if (e instanceof FsError && e.code === 'EEXIST' && isEncrypted(syncDir)) return { initialised: undefined };
+    throw e;
+  }
 }
 
 /** Publishes this machine's public key into keys/requests/ and returns its boxid and fingerprint. */
