@@ -16,7 +16,7 @@ import { Store, type StoreOptions } from '../src/inode/store.js';
 import { rootCtx } from '../src/inode/types.js';
 import { seededRandom } from './random.js';
 import { randomBytes } from 'node:crypto';
-import { SyncEngine } from '../src/sync/engine.js';
+import { SyncEngine, type SyncOptions } from '../src/sync/engine.js';
 
 /** A fresh temporary directory, removed by cleanup(). */
 export function tempDir(prefix = 'zippy-test-'): string {
@@ -576,13 +576,17 @@ export interface SyncBox {
 }
 
 /** An in-process peer on `syncDir`: its own store and boxid; no watching unless asked. */
-export async function openSyncBox(syncDir: string, options: { boxid?: string; publishDelayMs?: number; watch?: boolean; log?: (m: string) => void; configDir?: string } = {}): Promise<SyncBox> {
+export async function openSyncBox(syncDir: string, options: { boxid?: string; publishDelayMs?: number; watch?: boolean; log?: (m: string) => void; configDir?: string;
+  gc?: Pick<SyncOptions, 'gc' | 'gcIntervalMs' | 'now'> } = {}): Promise<SyncBox> {
   const t = openTestFs();
   const boxid = options.boxid ?? randomBytes(16).toString('hex');
   const syncOptions = {
     syncDir, boxid, publishDelayMs: options.publishDelayMs ?? 60_000, watch: options.watch ?? false,
     log: options.log ?? ((): void => undefined),
     ...(options.configDir === undefined ? {} : { configDir: options.configDir }),
+    // In-process boxes collect garbage only when a test calls gcNow(), so timing never decides.
+    gcIntervalMs: false as const,
+    ...options.gc,
   };
   let engine = await SyncEngine.start(t.fs, syncOptions);
   const box: SyncBox = {

@@ -25,6 +25,7 @@ import { Store } from '../inode/store.js';
 import { loadBoxid } from '../sync/boxid.js';
 import { defaultConfigDir, ensureEncryptedSyncDir } from '../sync/crypto/index.js';
 import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
+import { gcIntervalMsDefault, keepHistoryMsDefault, keepHistoryMsMax } from '../sync/limits.js';
 import { isoOfNs, parseTimeNs } from '../sync/history.js';
 import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
 
@@ -44,6 +45,10 @@ Mounts the zippy-fs file system whose archives live in <abs-sync-dir> at <mountp
        debug            log every FUSE request (implies -f)
        publish_delay_ms=N  group-commit delay before changes are published (default 300)
        boxid_file=PATH  the machine's boxid file (default $XDG_CONFIG_HOME/zippy-fs/boxid)
+       keep_history=D   keep old versions this long before GC may retire them: a number
+                        with s, m, h, d or w (a bare number is seconds); 0 keeps only what
+                        is visible (default 7d)
+       gc_interval_ms=N least time between two garbage collections (default 30000)
        at=TIME          read-only history: the tree as it was at TIME (archives published at or
                         before it); unix seconds or ISO 8601 (2026-11-22T23:10:00Z); writes fail
                         with EROFS and nothing is published; the store is temporary
@@ -68,6 +73,10 @@ export interface MountOptions {
   /** Group-commit delay of the publisher. */
   publishDelayMs: number;
   boxidFile: string | undefined;
+  /** History period of the garbage collector. */
+  keepHistoryMs: number;
+  /** Least ms between two automatic GC runs. */
+  gcIntervalMs: number;
   /** History mount (`-o at=`): the time as ns since the epoch; read-only, publishes nothing. */
   at: bigint | undefined;
   /** -o encrypt: initialise a new sync dir encrypted (ensureEncryptedSyncDir). */
@@ -102,6 +111,8 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
     debug: false,
     publishDelayMs: publishDelayMsDefault,
     boxidFile: undefined,
+    keepHistoryMs: keepHistoryMsDefault,
+    gcIntervalMs: gcIntervalMsDefault,
     at: undefined,
     encrypt: false,
     extra: [],
@@ -145,6 +156,15 @@ function applyOption(options: MountOptions, opt: string): void {
     case 'boxid_file':
       options.boxidFile = resolve(requireValue(key, value));
       return;
+    case 'gc_interval_ms': {
+      const ms = Number(requireValue(key, value));
+      if (!Number.isSafeInteger(ms) || ms < 0 || ms > 86_400_000) throw new UsageError('gc_interval_ms must be 0..86400000');
+      options.gcIntervalMs = ms;
+      return;
+    }
+    case 'keep_history':
+      options.keepHistoryMs = parseDurationMs(requireValue(key, value));
+      return;
     case 'at':
       try {
         options.at = parseTimeNs(requireValue(key, value));
@@ -164,6 +184,16 @@ function applyOption(options: MountOptions, opt: string): void {
 function requireValue(key: string, value: string | undefined): string {
   if (value === undefined || value.length === 0) throw new UsageError(`option ${key} needs a value (${key}=...)`);
   return value;
+}
+
+const durationUnitMs: Readonly<Record<string, number>> = { '': 1000, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** Parses a history period: "0", "90" (seconds), "30s", "15m", "12h", "7d", "2w" into ms. */
+export function parseDurationMs(text: string): number {
+  const m = /^(\d+)([smhdw]?)$/.exec(text);
+  const ms = m === null ? NaN : Number(m[1]) * durationUnitMs[m[2]!]!;
+  if (!Number.isSafeInteger(ms) || ms > keepHistoryMsMax) throw new UsageError(`keep_history must be a number with s, m, h, d or w (at most ${keepHistoryMsMax / 86_400_000}d), got ${JSON.stringify(text)}`);
+  return ms;
 }
 
 /** Parses "123", "64K", "64M", "1G" into bytes. */
@@ -291,7 +321,8 @@ async function runForeground(options: MountOptions): Promise<number> {
     const boxid = loadBoxid(options.boxidFile);
     const started = Date.now();
     const history = options.at === undefined ? { watch: true } : { watch: false, readOnly: true, asOfNs: options.at };
-    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, log, ...history });
+    sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, log, ...history,
+      gc: { keepHistoryMs: options.keepHistoryMs }, gcIntervalMs: options.gcIntervalMs });
     log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})${options.at === undefined ? '' : `; read-only view as of ${isoOfNs(options.at)}`}`);
     // A history mount is read-only in the kernel (every write is EROFS before it reaches us).
     handle = await mountBridge(fs, options.at === undefined ? options : { ...options, extra: [...options.extra, 'ro'] }, log);

@@ -9,7 +9,7 @@ import { FsError } from '../errors.js';
 import { SealedReaderSync } from './crypto/envelope.js';
 import type { BlockPointer } from '../inode/sync-port.js';
 import { archivePaths } from './archive-store.js';
-import type { SyncState } from './state.js';
+import type { StoredBlock, SyncState } from './state.js';
 import { blockEntrySpanBytes } from './zip-format.js';
 import { decodeBlockEntry } from './zipfile.js';
 
@@ -18,8 +18,15 @@ export class ArchiveBlockReader {
   private readonly sealed = new Map<number, SealedReaderSync>();
 
   /** `keys` gives the key generations of an encrypted sync dir (its zips are sealed), undefined for a plain one. */
+  /**
+   * `keys` gives the key generations of an encrypted sync dir (its zips are sealed), undefined for a
+   * plain one; `alternatives` the other archives known to carry a block (GC's index), tried when the
+   * one the `blockid` table names cannot be read — e.g. another mount's GC deleted it a moment ago
+   * and this mount has not processed that yet.
+   */
   constructor(private readonly syncDir: string, private readonly state: SyncState,
-    private readonly keys: () => ReadonlyMap<string, Uint8Array> | undefined = () => undefined) {}
+    private readonly keys: () => ReadonlyMap<string, Uint8Array> | undefined = () => undefined,
+    private readonly alternatives: (blockId: Uint8Array) => StoredBlock[] = () => []) {}
 
 
   /** One block's bytes (exactly the pointer's length); EIO or BAD_ARCHIVE when it cannot be read intact. */
@@ -28,6 +35,23 @@ export class ArchiveBlockReader {
     if (stored === undefined) {
       throw new FsError('EIO', `block ${ptr.blockId.toString('hex')} is in no known archive`, `inode ${ino} block ${blockIndex}`);
     }
+    try {
+      return this.readStored(stored);
+    } catch (e) {
+      for (const other of this.alternatives(ptr.blockId)) {
+        if (other.archive === stored.archive) continue;
+        try {
+          return this.readStored(other);
+        } catch {
+          // try the next one; the first error is the one reported
+        }
+      }
+      throw e;
+    }
+  }
+
+  /** One block from the archive and location given (repacking reads the copy it is about to retire). */
+  readStored(stored: StoredBlock): Buffer {
     const keys = this.keys();
     if (keys !== undefined) return this.sealedReader(stored.archive, keys).readBlock(stored.location);
     const zip = this.zipFd(stored.archive);
@@ -64,6 +88,15 @@ export class ArchiveBlockReader {
     reader = SealedReaderSync.open(archivePaths(this.syncDir, rec.name).zipPath, { keys, archiveName: rec.name, kind: 'zip', syncDir: this.syncDir });
     this.sealed.set(archive, reader);
     return reader;
+  }
+
+  /** Closes what is open of archive `archive` (it is leaving the sync dir; GC). */
+  forget(archive: number): void {
+    this.sealed.get(archive)?.close();
+    this.sealed.delete(archive);
+    const zip = this.zipFds.get(archive);
+    if (zip !== undefined) closeSync(zip.fd);
+    this.zipFds.delete(archive);
   }
 
   close(): void {

@@ -41,6 +41,9 @@ import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
 import { blockIdOf, plainBlockIdKey } from './block-id.js';
 import { type Keyring, SealedReaderSync, defaultConfigDir, loadKeyring, readSealedFile, sealFile, writeSealedFile } from './crypto/index.js';
+import { ArchiveIndex } from './archive-index.js';
+import { GarbageCollector, type GcOptions, type GcReport } from './gc.js';
+import { gcIntervalMsDefault } from './limits.js';
 
 /** Default group-commit delay. */
 export const publishDelayMsDefault = 300;
@@ -73,6 +76,12 @@ export interface SyncOptions {
   readonly log?: (message: string) => void;
   /** The zippy-fs config directory holding this machine's key pair (encrypted sync dirs); default defaultConfigDir(). */
   readonly configDir?: string;
+  /** Garbage collection: history period (`-o keep_history=`) and repack thresholds. */
+  readonly gc?: GcOptions;
+  /** Least ms between automatic GC runs after publishes and imports (default 30 s); `false`: only gcNow(). */
+  readonly gcIntervalMs?: number | false;
+  /** Wall clock in ms for archive creation times and the history period (tests move it); default Date.now. */
+  readonly now?: () => number;
   /**
    * History views (`zippy-fs -o at=`, `zippy-export --at`): import only archives whose idx header
    * `createdNs` (the publish time) is at or before this time, and plain zips whose file mtime is.
@@ -201,6 +210,14 @@ export class SyncEngine {
   readonly plain: PlainUnion;
   private readonly configDir: string;
   private keyState: KeyState = { kind: 'plain' };
+  readonly gc: GarbageCollector;
+  private readonly gcIntervalMs: number | false;
+  private gcTimer: NodeJS.Timeout | undefined;
+  /** The first automatic run comes a gc interval after start (start-up is busy importing). */
+  private lastGcMs = Date.now();
+  private readonly now: () => number;
+  /** Archives the last import left waiting (GC keeps what they refer to). */
+  private waitingArchives: CompleteArchive[] = [];
   private readonly asOfNs: bigint | undefined;
   private readonly readOnly: boolean;
 
@@ -221,10 +238,23 @@ export class SyncEngine {
     this.plain = new PlainUnion(this.syncDir, (m) => this.warnOnce(m));
     this.configDir = options.configDir ?? defaultConfigDir();
     this.reader = new ArchiveBlockReader(this.syncDir, this.state,
-      () => (this.keyState.kind === 'keys' ? this.keyState.keyring.keys : this.keyState.kind === 'no-key' ? new Map() : undefined));
+      () => (this.keyState.kind === 'keys' ? this.keyState.keyring.keys : this.keyState.kind === 'no-key' ? new Map() : undefined),
+      (blockId) => this.gc.index.locations(blockId));
     this.reconciler = new Reconciler(this.port, this.state, this.plain, this.log);
     this.port.setExternalBlockReader({ readBlock: (ptr, ino, blockIndex) => this.reader.readBlock(ptr, ino, blockIndex) });
     this.port.onOutbox(() => this.publishSoon());
+    this.now = options.now ?? Date.now;
+    this.gcIntervalMs = options.gcIntervalMs ?? gcIntervalMsDefault;
+    this.gc = new GarbageCollector({
+      syncDir: this.syncDir, boxid: this.boxid, replicaId: this.replicaId, port: this.port, state: this.state, index: new ArchiveIndex(this.port, this.state),
+      reader: this.reader, compressionLevel: this.compressionLevel, log: this.log, now: this.now,
+      keyring: () => {
+        this.loadKeys();
+        if (this.keyState.kind === 'no-key') throw this.keyState.error;
+        return this.keyState.kind === 'keys' ? this.keyState.keyring : undefined;
+      },
+      waiting: () => this.waitingArchives,
+    }, options.gc);
   }
 
   /** Starts sync for `fs`: imports what is new in the sync dir, republishes a leftover outbox, then watches. */
@@ -299,6 +329,29 @@ export class SyncEngine {
     return this.enqueue(() => this.publish(true));
   }
 
+  /** Runs garbage collection (and a repack when due) now; docs/ARCHITECTURE.md "GC". */
+  gcNow(): Promise<GcReport> {
+    return this.enqueue(async () => {
+      // A history view or an export writes nothing to the sync dir: no rm-log, no repack.
+      if (this.readOnly) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.state.archiveNames().size };
+      this.lastGcMs = Date.now();
+      const report = await this.gc.collect();
+      if (report.retiring > 0) this.gcSoon(this.gc.retireGraceMs); // deletes them once the grace period is over
+      return report;
+    });
+  }
+
+  /** Schedules a GC run after a publish or an import, at most one per gcIntervalMs (and not before `minDelayMs`). */
+  private gcSoon(minDelayMs = 0): void {
+    if (this.gcTimer !== undefined || this.stopped || this.gcIntervalMs === false || this.readOnly) return;
+    const delayMs = Math.max(minDelayMs, this.lastGcMs + this.gcIntervalMs - Date.now());
+    this.gcTimer = setTimeout(() => {
+      this.gcTimer = undefined;
+      void this.gcNow().catch((e: unknown) => this.log(`garbage collection failed (will retry): ${String(e)}`));
+    }, delayMs);
+    this.gcTimer.unref();
+  }
+
   /** Imports every new complete archive now. */
   importNow(): Promise<ImportReport> {
     return this.enqueue(() => this.import());
@@ -313,7 +366,7 @@ export class SyncEngine {
    */
   async stop(): Promise<StopReport> {
     this.stopped = true;
-    for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
+    for (const t of [this.publishTimer, this.importTimer, this.gcTimer]) if (t !== undefined) clearTimeout(t);
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
     let reason: string | undefined;
@@ -339,7 +392,7 @@ export class SyncEngine {
   /** Stops everything without publishing (a killed process, for tests). */
   async abandon(): Promise<void> {
     this.stopped = true;
-    for (const t of [this.publishTimer, this.importTimer]) if (t !== undefined) clearTimeout(t);
+    for (const t of [this.publishTimer, this.importTimer, this.gcTimer]) if (t !== undefined) clearTimeout(t);
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
     await this.queue.catch(() => undefined);
@@ -412,6 +465,7 @@ export class SyncEngine {
       });
     }
     if (archives.length > 0 && this.signalDaemon) signalSyncDaemon(this.log);
+    if (archives.length > 0) this.gcSoon();
     const paths = new Set(drafts.map((d) => d.version.path));
     for (const p of this.reconciler.takeDeferred()) paths.add(p);
     this.reconciler.reconcile(paths);
@@ -491,6 +545,7 @@ export class SyncEngine {
       }
     };
     let locations: BlockLocation[] = [];
+    let committed: Idx | undefined;
     const keyring = this.keyState.kind === 'keys' ? this.keyState.keyring : undefined;
     const seal = keyring === undefined ? undefined
       : { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId, archiveName: name };
@@ -506,11 +561,12 @@ export class SyncEngine {
       idx: (zipSizeBytes): Idx => {
         // Crash-test hook: a real kill -9 between the durable zip and the idx (the commit point).
         if (process.env['ZIPPY_TEST_KILL_BEFORE_IDX'] === '1') process.kill(process.pid, 'SIGKILL');
-        return {
-        header: { archiveName: name, writerBoxid: this.boxid, createdNs: BigInt(Date.now()) * 1_000_000n, encrypted: seal !== undefined, zipSizeBytes },
+        committed = {
+        header: { archiveName: name, writerBoxid: this.boxid, createdNs: BigInt(this.now()) * 1_000_000n, encrypted: seal !== undefined, zipSizeBytes },
         versions: drafts.map((d) => d.version),
         blocks: locations,
         };
+        return committed;
       },
     });
     // Crash-test hook: a real kill -9 after the commit point, before the catalog records the archive.
@@ -520,6 +576,7 @@ export class SyncEngine {
       this.state.setReplicaBoxid(this.replicaId, this.boxid);
       for (const loc of locations) this.state.addBlock(number, loc);
       for (const d of drafts) this.recordVersion(d.version, d.flat);
+      this.gc.index.indexArchive(number, committed!);
       this.updateIdentities(drafts, lost);
       this.port.clearOutbox(rows);
     });
@@ -641,7 +698,8 @@ export class SyncEngine {
     const flat = node.type === 'file' ? this.flatListOf(node) : new Uint8Array(0);
     if (own !== undefined && this.unchanged(node, own, flat)) return undefined;
     const sourceStamp = [own?.stamp, moved?.stamp].find((st) => st !== undefined && st.counter > 0);
-    const sourceFlat = sourceStamp === undefined ? undefined : this.state.flatList(sourceStamp);
+    // Copy only from a version some archive here still carries: a retired one could not be resolved by peers.
+    const sourceFlat = sourceStamp === undefined || this.gc.index.version(sourceStamp) === undefined ? undefined : this.state.flatList(sourceStamp);
     const source = sourceStamp !== undefined && sourceFlat !== undefined && node.type === 'file' ? { stamp: sourceStamp, flat: sourceFlat } : undefined;
     const version: FileVersion = {
       path, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, rdev: node.rdev, mtimeNs: node.mtimeNs,
@@ -710,16 +768,23 @@ export class SyncEngine {
     const plainPaths = await this.plain.refresh(plainZips, this.port, this.state);
     const fresh = scan.complete.filter((a) => !known.has(a.name) && a.idx !== undefined
       && (asOf === undefined || a.idx.header.createdNs <= asOf) && !this.sealed(a, keys));
-    if (fresh.length === 0 && plainPaths.size === 0) return { imported: [], waiting: [] };
+    if (fresh.length === 0 && plainPaths.size === 0) {
+      if ((await this.gc.forgetVanished()).length > 0) this.gcSoon();
+      return { imported: [], waiting: [] };
+    }
     const touched = new Set<string>(plainPaths);
     // Our own archives that a killed publisher committed but never recorded come first, so the
     // outbox published below builds on them instead of conflicting with itself.
     const isOwn = (a: CompleteArchive): boolean => a.idx!.versions.length > 0 && a.idx!.versions.every((v) => v.stamp.boxid === this.replicaId);
-    const own = this.importArchives(fresh.filter(isOwn), touched);
+    const own = this.importArchives(fresh.filter(isOwn), touched, true);
     if (this.port.outboxCount() > 0) await this.publishBeforeImport();
-    const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched);
+    const foreign = this.importArchives([...own.waiting, ...fresh.filter((a) => !isOwn(a))], touched, false);
     for (const a of foreign.waiting) this.warnOnce(`archive ${a.idxPath} waits for versions or blocks from archives not here yet`);
+    this.waitingArchives = foreign.waiting;
+    // After the new archives, so blocks of the ones that left can be re-pointed at them.
+    await this.gc.forgetVanished();
     this.reconciler.reconcile(touched);
+    this.gcSoon();
     return { imported: [...own.imported, ...foreign.imported], waiting: foreign.waiting.map((a) => a.name) };
   }
 
@@ -738,7 +803,7 @@ export class SyncEngine {
   }
 
   /** Imports every archive whose dependencies are met, repeating while that makes progress. */
-  private importArchives(archives: CompleteArchive[], touched: Set<string>): { imported: string[]; waiting: CompleteArchive[] } {
+  private importArchives(archives: CompleteArchive[], touched: Set<string>, own: boolean): { imported: string[]; waiting: CompleteArchive[] } {
     const imported: string[] = [];
     let pending = archives;
     for (let progress = true; progress && pending.length > 0; ) {
@@ -750,7 +815,7 @@ export class SyncEngine {
           next.push(archive);
           continue;
         }
-        this.port.transaction(() => this.recordArchive(archive, resolved, touched));
+        this.port.transaction(() => this.recordArchive(archive, resolved, touched, own));
         imported.push(archive.name);
         progress = true;
       }
@@ -759,18 +824,25 @@ export class SyncEngine {
     return { imported, waiting: pending };
   }
 
-  private recordArchive(archive: CompleteArchive, resolved: Uint8Array[], touched: Set<string>): void {
+  private recordArchive(archive: CompleteArchive, resolved: Uint8Array[], touched: Set<string>, own: boolean): void {
     const idx = archive.idx!;
-    const number = this.state.addArchive({ name: archive.name, zipSizeBytes: archive.zipSizeBytes, own: false });
+    // An own archive here was committed by a publisher (or a repack) killed before recording it.
+    const number = this.state.addArchive({ name: archive.name, zipSizeBytes: archive.zipSizeBytes, own });
+    this.gc.index.indexArchive(number, idx);
     for (const loc of idx.blocks) this.state.addBlock(number, loc);
     // A publisher writes only its own versions, so the header's writer is their machine.
     for (const v of idx.versions) this.state.setReplicaBoxid(v.stamp.boxid, idx.header.writerBoxid);
     for (const [i, v] of idx.versions.entries()) {
-      const fresh = this.recordVersion(v, resolved[i]!);
-      if (fresh) touched.add(v.path);
+      // A version already known (carried again by a repack) changes nothing, but when it is a head
+      // its path is reconciled again: the archive may bring back blocks a vanished one took along.
+      if (!this.recordVersion(v, resolved[i]!)) {
+        if (this.state.pathRecord(v.path).versions.some((h) => sameStamp(h.stamp, v.stamp))) touched.add(v.path);
+        continue;
+      }
+      touched.add(v.path);
       // Only versions this store never recorded (a killed publisher's): a known own version that
       // comes again (a checkpoint repeats versions) may be older than what the inode shows now.
-      if (fresh && v.stamp.boxid === this.replicaId) this.adopt(v);
+      if (v.stamp.boxid === this.replicaId) this.adopt(v);
     }
   }
 

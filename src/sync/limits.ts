@@ -69,6 +69,42 @@ assert(archiveBlockCountMax * (blockStoredSizeMaxBytes + 200) < Number.MAX_SAFE_
 assert(plainZipEntrySizeMaxBytes <= fileSizeMaxBytes, 'a plain zip entry fits in a file');
 assert(plainZipReadMaxBytesDefault <= plainZipEntrySizeMaxBytes, 'default read bound within the entry limit');
 
+// ---------------------------------------------------------------------------------------------
+// Garbage collection and repacking (src/sync/gc.ts, src/sync/repack.ts; docs/ARCHITECTURE.md "GC")
+
+/** Default history period (`-o keep_history=`): versions younger than this stay, and the tree as of its start. */
+export const keepHistoryMsDefault = 7 * 24 * 3600 * 1000;
+/** Longest accepted history period (about 100 years; `keep_history` is parsed against it). */
+export const keepHistoryMsMax = 100 * 365 * 24 * 3600 * 1000;
+/** Default least time between two automatic GC runs after publishes and imports. */
+export const gcIntervalMsDefault = 30_000;
+/** A retired archive stays this long after its rm-log entry: other mounts of the dir import its successors first. */
+export const retireGraceMsDefault = 10_000;
+/** An own archive whose zip is smaller than this is "small": a repack candidate. */
+export const repackSmallArchiveBytes = 1024 * 1024;
+/** An own archive whose needed block bytes are below this share of its zip is "mostly dead": a candidate. */
+export const repackLiveRatioMin = 0.5;
+/** A repack runs when at least this many candidates exist ... */
+export const repackArchiveCountMin = 16;
+/** ... or when the candidates' dead bytes add up to at least this. */
+export const repackDeadBytesMin = 64 * 1024 * 1024;
+/** Most archives merged by one repack (the rest wait for the next GC run). */
+export const repackInputArchiveCountMax = 1024;
+/** Most stored block bytes one repack writes (the new archive stays well below the archive limits). */
+export const repackOutputSizeMaxBytes = 256 * 1024 * 1024;
+/** Most blocks one repack (or rescue) writes; the rest waits for the next GC run. */
+export const repackOutputBlockCountMax = 200_000;
+/** Most version records one repack writes. */
+export const repackOutputVersionCountMax = 100_000;
+/** Most bytes of version records in one repack's idx (copies rewritten as ids grow them). */
+export const repackIdxVersionBytesMax = 32 * 1024 * 1024;
+
+assert(repackLiveRatioMin > 0 && repackLiveRatioMin < 1, 'live ratio is a share');
+assert(repackArchiveCountMin >= 2, 'merging fewer than two archives gains nothing');
+assert(repackOutputBlockCountMax < archiveBlockCountMax && repackOutputVersionCountMax < idxVersionCountMax, 'a full repack fits in one archive');
+assert(repackIdxVersionBytesMax + repackOutputBlockCountMax * 40 < idxSizeMaxBytes, 'a full repack idx stays below the idx limit');
+assert(keepHistoryMsDefault <= keepHistoryMsMax && gcIntervalMsDefault > 0, 'GC defaults in range');
+
 /** Most versions in one archive of a checkpoint (zippy-export): a larger checkpoint is several archives. */
 export const checkpointVersionCountMax = 100_000;
 /** Most new blocks in one archive of a checkpoint (about 800 MiB of data). */

@@ -33,6 +33,36 @@ export const blockLocationRecord = {
   bytes: 26,
 } as const;
 
+/** A `blockid` value: where one archive stores a block (blockLocationRecord layout). */
+export function encodeBlockLocation(archive: number, location: BlockLocation): Buffer {
+  const L = blockLocationRecord;
+  const v = Buffer.alloc(L.bytes);
+  v.writeUInt32BE(archive, L.archive);
+  v.writeBigUInt64BE(BigInt(location.headerOffset), L.headerOffset);
+  v.writeUInt32BE(location.storedSizeBytes, L.storedSizeBytes);
+  v.writeUInt32BE(location.sizeBytes, L.sizeBytes);
+  v.writeUInt32BE(location.crc32, L.crc32);
+  v.writeUInt16BE(location.method, L.method);
+  return v;
+}
+
+/** Decodes a `blockid` value (or a GC `b` row, same layout) of block `blockId`. */
+export function decodeBlockLocation(blockId: Uint8Array, v: Buffer): StoredBlock {
+  const L = blockLocationRecord;
+  if (v.length !== L.bytes) throw new FsError('CORRUPT', `blockid record of ${v.length} bytes`, hex128FromBytes(blockId));
+  return {
+    archive: v.readUInt32BE(L.archive),
+    location: {
+      blockId: Uint8Array.from(blockId),
+      headerOffset: Number(v.readBigUInt64BE(L.headerOffset)),
+      storedSizeBytes: v.readUInt32BE(L.storedSizeBytes),
+      sizeBytes: v.readUInt32BE(L.sizeBytes),
+      crc32: v.readUInt32BE(L.crc32),
+      method: v.readUInt16BE(L.method) as ZipMethod,
+    },
+  };
+}
+
 export interface StoredBlock {
   readonly archive: number;
   readonly location: BlockLocation;
@@ -116,6 +146,15 @@ export class SyncState {
     return names;
   }
 
+  /** Removes an archive from the catalog (it left the sync dir; GC). Its number is never reused. */
+  removeArchive(number: number): void {
+    const table = this.port.syncTable('catalog');
+    const rec = this.archive(number);
+    if (rec === undefined) return;
+    table.removeSync(Buffer.concat([nameKeyPrefix, Buffer.from(rec.name)]));
+    table.removeSync(Buffer.concat([archiveKeyPrefix, u32(number)]));
+  }
+
   addArchive(record: ArchiveRecord): number {
     const table = this.port.syncTable('catalog');
     const nextValue = table.get(archiveNextKey);
@@ -152,20 +191,7 @@ export class SyncState {
   // ---- blocks
   block(blockId: Uint8Array): StoredBlock | undefined {
     const v = this.port.syncTable('blockid').get(Buffer.from(blockId));
-    if (v === undefined) return undefined;
-    const L = blockLocationRecord;
-    if (v.length !== L.bytes) throw new FsError('CORRUPT', `blockid record of ${v.length} bytes`, hex128FromBytes(blockId));
-    return {
-      archive: v.readUInt32BE(L.archive),
-      location: {
-        blockId: Uint8Array.from(blockId),
-        headerOffset: Number(v.readBigUInt64BE(L.headerOffset)),
-        storedSizeBytes: v.readUInt32BE(L.storedSizeBytes),
-        sizeBytes: v.readUInt32BE(L.sizeBytes),
-        crc32: v.readUInt32BE(L.crc32),
-        method: v.readUInt16BE(L.method) as ZipMethod,
-      },
-    };
+    return v === undefined ? undefined : decodeBlockLocation(blockId, v);
   }
 
   hasBlock(blockId: Uint8Array): boolean {
@@ -177,15 +203,18 @@ export class SyncState {
     const table = this.port.syncTable('blockid');
     const key = Buffer.from(location.blockId);
     if (table.get(key) !== undefined) return;
-    const L = blockLocationRecord;
-    const v = Buffer.alloc(L.bytes);
-    v.writeUInt32BE(archive, L.archive);
-    v.writeBigUInt64BE(BigInt(location.headerOffset), L.headerOffset);
-    v.writeUInt32BE(location.storedSizeBytes, L.storedSizeBytes);
-    v.writeUInt32BE(location.sizeBytes, L.sizeBytes);
-    v.writeUInt32BE(location.crc32, L.crc32);
-    v.writeUInt16BE(location.method, L.method);
-    table.putSync(key, v);
+    table.putSync(key, encodeBlockLocation(archive, location));
+  }
+
+  /** Points a block id at another archive's copy (the archive it named is going away; GC). */
+  setBlockRecord(blockId: Uint8Array, record: Buffer): void {
+    if (record.length !== blockLocationRecord.bytes) throw new FsError('ASSERT', `blockid record of ${record.length} bytes`);
+    this.port.syncTable('blockid').putSync(Buffer.from(blockId), record);
+  }
+
+  /** Forgets a block no present archive holds any more (GC). */
+  removeBlock(blockId: Uint8Array): void {
+    this.port.syncTable('blockid').removeSync(Buffer.from(blockId));
   }
 
   // ---- stamps
