@@ -212,8 +212,10 @@ test('a retired archive is deleted on the server only once its successors are th
   assert.equal(done.deletedRemote, 1);
   assert.equal(existsSync(join(server, `${old}.zip`)) || existsSync(join(server, `${old}.idx`)), false);
   assert.equal(has(server, successor), true);
-  const bDone = syncOnce(b, server);
-  assert.equal(bDone.down.archives, 1);
+  const bFresh = syncOnce(b, server);
+  assert.equal(bFresh.down.archives, 1);
+  assert.equal(bFresh.deletedLocal, 0, 'a chunk younger than --rmlog-settle (default 2 min) deletes nothing here yet');
+  const bDone = syncOnce(b, server, ['--rmlog-settle', '0']);
   assert.equal(bDone.deletedLocal, 1);
   assert.equal(existsSync(join(b.syncDir, `${old}.zip`)) || existsSync(join(b.syncDir, `${old}.idx`)), false);
   assert.equal(has(b.syncDir, successor), true);
@@ -297,7 +299,7 @@ test('encrypted sync dir: key files travel (fs.json last), sealed rm-log chunks 
   const retire = syncOnce(a, server);
   assert.deepEqual(retire.warnings, [], 'the sealed chunk opened');
   assert.equal(retire.deletedRemote, 1);
-  const bRetire = syncOnce(b, server);
+  const bRetire = syncOnce(b, server, ['--rmlog-settle', '0']);
   assert.equal(bRetire.deletedLocal, 0, 'without a key b cannot read the chunk, so it deletes nothing');
   assert.match(bRetire.warnings.join('\n'), /rm-logs not read/);
   assert.equal(has(b.syncDir, old), true);

@@ -112,28 +112,6 @@ export async function presentArchives(syncDir: string): Promise<Set<string>> {
   return new Set([...idx].filter((n) => zip.has(n)));
 }
 
-/**
- * The dead archives a sync dir may delete now (the rule of docs/FORMAT.md "rm-logs", for the
- * daemon and tests): present, named by an rm-log, and every superseding archive satisfied — present,
- * or itself dead with its own superseding archives satisfied (a chain of retirements: what the
- * first one held moved on to the last, which is here).
- */
-export function deletableArchives(dead: ReturnType<typeof deadArchives>, present: ReadonlySet<string>): string[] {
-  const memo = new Map<string, boolean>();
-  const satisfied = (name: string, depth: number): boolean => {
-    if (present.has(name) && !dead.has(name)) return true;
-    const d = dead.get(name);
-    if (d === undefined || depth > 64) return false;
-    const known = memo.get(name);
-    if (known !== undefined) return known;
-    memo.set(name, false); // a cycle proves nothing
-    const ok = [...d.supersededBy].every((s) => satisfied(s, depth + 1));
-    memo.set(name, ok);
-    return ok;
-  };
-  return [...dead.keys()].filter((name) => present.has(name) && satisfied(name, 0)).sort();
-}
-
 function hexOf(id: Uint8Array): string {
   return Buffer.from(id).toString('hex');
 }

@@ -1,7 +1,7 @@
 /**
  * `zippy-sync`: the sync daemon's CLI (design section 6, docs/ARCHITECTURE.md "Sync daemon").
  *
- *   zippy-sync [--remote R] [--interval 5m] [--once] [--json] [--ssh CMD] <abs-sync-dir>
+ *   zippy-sync [--remote R] [--interval 5m] [--rmlog-settle 2m] [--once] [--json] [--ssh CMD] <abs-sync-dir>
  *   zippy-sync now
  *   zippy-sync status [--json]
  *
@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { FsError, isFsError } from '../../errors.js';
 import { loadBoxid } from '../boxid.js';
 import { defaultConfigDir } from '../crypto/index.js';
-import { intervalMsDefault, intervalMsMax, intervalMsMin, stopGraceMs } from './limits.js';
+import { intervalMsDefault, intervalMsMax, intervalMsMin, rmLogSettleMsDefault, stopGraceMs } from './limits.js';
 import { claimPidFile, daemonCacheDir, isLiveZippySync, pidFileName, readPidFile, releasePidFile } from './pidfile.js';
 import { createProgress } from './progress.js';
 import { parseRemoteSpec, type Remote } from './remote.js';
@@ -37,7 +37,7 @@ import { missingToolMessage } from './tools.js';
 export const syncExit = { ok: 0, failed: 1, usage: 2, busy: 3 } as const;
 
 const help = `Usage:
-  zippy-sync [--remote R] [--interval 5m] [--once] [--json] [--ssh CMD] <abs-sync-dir>
+  zippy-sync [--remote R] [--interval 5m] [--rmlog-settle 2m] [--once] [--json] [--ssh CMD] <abs-sync-dir>
   zippy-sync now
   zippy-sync status [--json]
 
@@ -52,6 +52,8 @@ Remotes (--remote, or "remote" in \${XDG_CONFIG_HOME:-~/.config}/zippy-fs/sync.j
 Options:
   --remote R         the server (see above)
   --interval T       time between runs: 90s, 5m, 1h (default 5m); SIGUSR1 or "zippy-sync now" runs at once
+  --rmlog-settle T   another machine's rm-log chunk deletes archives here only after it has been in
+                     the sync dir this long (default 2m: the mounts' GC rescues blocks first; 0 = at once)
   --once             one run, then exit (exit 1 if it failed)
   --json             print each run's report (daemon, --once) or the status as JSON on stdout
   --ssh CMD          ssh command for user@host remotes (default: env ZIPPY_SSH, "ssh" in sync.json, else ssh)
@@ -66,6 +68,7 @@ interface DaemonOptions {
   syncDir: string;
   remote: Remote;
   intervalMs: number;
+  rmLogSettleMs: number;
   once: boolean;
   json: boolean;
 }
@@ -122,7 +125,13 @@ function makeRemote(text: string, sshCommand: string): Remote {
   return spec.kind === 'rclone' ? new RcloneRemote(spec) : new RsyncRemote(spec, sshCommand);
 }
 
-function daemonOptions(values: { remote?: string | undefined; interval?: string | undefined; once?: boolean | undefined; json?: boolean | undefined; ssh?: string | undefined },
+/** --rmlog-settle: like --interval, but 0 allowed. */
+function parseSettle(text: string): number {
+  return /^0+(?:ms|s|m|h)?$/.test(text.trim()) ? 0 : parseInterval(text);
+}
+
+function daemonOptions(values: { remote?: string | undefined; interval?: string | undefined; once?: boolean | undefined; json?: boolean | undefined; ssh?: string | undefined;
+  'rmlog-settle'?: string | undefined },
   positionals: string[]): DaemonOptions {
   if (positionals.length !== 1) throw new UsageError('expected exactly one <abs-sync-dir>');
   const syncDir = positionals[0]!;
@@ -143,6 +152,7 @@ function daemonOptions(values: { remote?: string | undefined; interval?: string 
   return {
     syncDir: syncDir.replace(/(.)\/+$/, '$1'), remote: makeRemote(remoteText, sshCommand),
     intervalMs: interval === undefined ? intervalMsDefault : parseInterval(interval), once: values.once === true, json: values.json === true,
+    rmLogSettleMs: values['rmlog-settle'] === undefined ? rmLogSettleMsDefault : parseSettle(values['rmlog-settle']),
   };
 }
 
@@ -210,7 +220,9 @@ async function runDaemon(o: DaemonOptions): Promise<number> {
       status.state = 'running';
       saveStatus();
       const progress = createProgress();
-      const report = await runOnce({ syncDir: o.syncDir, remote: o.remote, boxid, configDir, signal: controller.signal, ...(progress === undefined ? {} : { progress }) });
+      const report = await runOnce({
+        syncDir: o.syncDir, remote: o.remote, boxid, configDir, signal: controller.signal, rmLogSettleMs: o.rmLogSettleMs, ...(progress === undefined ? {} : { progress }),
+      });
       addRun(status.totals, report);
       status.lastRun = report;
       if (!report.ok && !report.aborted) status.lastError = { at: report.finishedAt, message: report.errors[0] ?? 'failed' };
@@ -318,7 +330,7 @@ export async function main(argv: string[]): Promise<number> {
     const { values, positionals } = parseArgs({
       args: argv, allowPositionals: true, strict: true,
       options: {
-        remote: { type: 'string' }, interval: { type: 'string' }, once: { type: 'boolean' }, json: { type: 'boolean' },
+        remote: { type: 'string' }, interval: { type: 'string' }, 'rmlog-settle': { type: 'string' }, once: { type: 'boolean' }, json: { type: 'boolean' },
         ssh: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });

@@ -14,20 +14,23 @@
  * 7. Download archives the sync dir lacks, except those an rm-log names whose superseding archives
  *    are all available (no point fetching them); zip phase, then idx phase.
  * 8. Delete from the sync dir the archives other boxes' rm-logs name, each only once every
- *    superseding archive is whole in the sync dir (idx first, then zip).
+ *    superseding archive is whole in the sync dir (idx first, then zip), and only by chunks that
+ *    have been in the sync dir for rmLogSettleMs (the mounts' GC rescues blocks first).
+ * A superseding archive counts as present when it is, or when it is itself retired and its own
+ * successors count as present (deletableArchives: the chain a repack of repacks leaves).
  *
  * Nothing else is ever deleted, and nothing is ever overwritten: a name present on the other side
  * with a different size is reported as an error and left alone. Every step is idempotent, so a run
  * that dies anywhere is completed by the next one.
  */
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isFsError } from '../../errors.js';
 import { loadKeyring } from '../crypto/index.js';
-import { deadArchives, readRmLogs, type RmLogOpenKeys } from '../rmlog.js';
+import { deadArchives, deletableArchives, readRmLogs, type RmLogChunk, type RmLogOpenKeys } from '../rmlog.js';
 import { archiveFile, type ArchivePart, type Inventory, isWhole, keyCommitOrder } from './inventory.js';
-import { runErrorCountMax, staleTempAgeMs } from './limits.js';
+import { rmLogSettleMsDefault, runErrorCountMax, staleTempAgeMs } from './limits.js';
 import { commitStaged, deleteLocalArchives, removeStaleLocalTemps, scanLocal } from './local.js';
 import type { Progress } from './progress.js';
 import { type CommitOutcome, isOwnTempName, type Remote, type TransferHooks, type TransferItem } from './remote.js';
@@ -85,7 +88,11 @@ export interface RunContext {
   readonly signal: AbortSignal;
   readonly progress?: Progress;
   readonly nowMs?: () => number;
+  /** How long another box's rm-log chunk waits in the sync dir before its deletions apply here (default rmLogSettleMsDefault). */
+  readonly rmLogSettleMs?: number;
 }
+
+type Retired = ReturnType<typeof deadArchives>;
 
 function emptyMoved(): Moved {
   return { archives: 0, files: 0, bytes: 0, chunks: 0, keyFiles: 0 };
@@ -197,8 +204,11 @@ class Run {
     await this.download([keys.filter((p) => p !== 'keys/fs.json').map((path) => ({ path })), keys.filter((p) => p === 'keys/fs.json').map((path) => ({ path })), chunks.map((path) => ({ path }))]);
   }
 
-  /** Step 4: every retired archive, or none when the rm-logs cannot be opened here. */
-  async readRetired(): Promise<ReturnType<typeof deadArchives>> {
+  /**
+   * Step 4: every retired archive (`all`), and those named by chunks that have settled in the sync
+   * dir (`settled`, for step 8); none when the rm-logs cannot be opened here.
+   */
+  async readRetired(): Promise<{ all: Retired; settled: Retired }> {
     let keys: RmLogOpenKeys | undefined;
     try {
       const keyring = loadKeyring(this.ctx.syncDir, this.ctx.configDir);
@@ -206,15 +216,21 @@ class Run {
     } catch (e) {
       if (!isFsError(e, 'BAD_KEY')) throw e;
       this.warn(`rm-logs not read, nothing retired is deleted or skipped: ${e.message}`);
-      return new Map();
+      return { all: new Map(), settled: new Map() };
     }
     const { chunks, problems } = await readRmLogs(this.ctx.syncDir, keys);
     for (const p of problems) this.warn(`${p.place}: ${p.message}`);
-    return deadArchives(chunks);
+    const settleMs = this.ctx.rmLogSettleMs ?? rmLogSettleMsDefault;
+    const settled: RmLogChunk[] = [];
+    for (const chunk of chunks) {
+      const st = await lstat(join(this.ctx.syncDir, chunk.relativePath)).catch(() => undefined);
+      if (st !== undefined && this.now() - st.ctimeMs >= settleMs) settled.push(chunk);
+    }
+    return { all: deadArchives(chunks), settled: deadArchives(settled) };
   }
 
   /** Step 5. */
-  async upload(dead: ReturnType<typeof deadArchives>): Promise<void> {
+  async upload(dead: Retired): Promise<void> {
     const zips: TransferItem[] = [];
     const idxs: TransferItem[] = [];
     for (const [name, a] of this.local.archives) {
@@ -246,11 +262,13 @@ class Run {
   }
 
   /** Step 6. */
-  async deleteOnServer(dead: ReturnType<typeof deadArchives>): Promise<void> {
+  async deleteOnServer(dead: Retired): Promise<void> {
+    const whole = new Set([...this.remoteInv.archives.keys()].filter((n) => isWhole(this.remoteInv, n)));
+    const deletable = new Set(deletableArchives(dead, whole));
     const names: string[] = [];
     for (const [name, d] of dead) {
       if (!d.boxids.has(this.ctx.boxid) || !this.remoteInv.archives.has(name)) continue;
-      if ([...d.supersededBy].every((s) => isWhole(this.remoteInv, s))) names.push(name);
+      if (deletable.has(name)) names.push(name);
       else this.report.waitingForSuperseding++;
     }
     if (names.length === 0) return;
@@ -261,7 +279,7 @@ class Run {
   }
 
   /** Step 7. */
-  async downloadArchives(dead: ReturnType<typeof deadArchives>): Promise<void> {
+  async downloadArchives(dead: Retired): Promise<void> {
     const zips: TransferItem[] = [];
     const idxs: TransferItem[] = [];
     const available = (s: string): boolean => isWhole(this.remoteInv, s) || isWhole(this.local, s);
@@ -284,12 +302,14 @@ class Run {
     await this.download([zips, idxs]);
   }
 
-  /** Step 8. */
-  async deleteLocally(dead: ReturnType<typeof deadArchives>): Promise<void> {
+  /** Step 8 (with the retirements of settled chunks only). */
+  async deleteLocally(dead: Retired): Promise<void> {
+    const whole = new Set([...this.local.archives.keys()].filter((n) => isWhole(this.local, n)));
+    const deletable = new Set(deletableArchives(dead, whole));
     const names: string[] = [];
     for (const [name, d] of dead) {
       if (![...d.boxids].some((b) => b !== this.ctx.boxid) || !this.local.archives.has(name)) continue;
-      if ([...d.supersededBy].every((s) => isWhole(this.local, s))) names.push(name);
+      if (deletable.has(name)) names.push(name);
       else this.report.waitingForSuperseding++;
     }
     await deleteLocalArchives(this.ctx.syncDir, names);
@@ -310,11 +330,11 @@ export async function runOnce(ctx: RunContext): Promise<RunReport> {
   try {
     await run.survey();
     await run.downloadSmallFiles();
-    const dead = await run.readRetired();
-    await run.upload(dead);
-    await run.deleteOnServer(dead);
-    await run.downloadArchives(dead);
-    await run.deleteLocally(dead);
+    const retired = await run.readRetired();
+    await run.upload(retired.all);
+    await run.deleteOnServer(retired.all);
+    await run.downloadArchives(retired.all);
+    await run.deleteLocally(retired.settled);
   } catch (e) {
     ctx.progress?.end();
     if (ctx.signal.aborted) run.report.aborted = true;
