@@ -250,6 +250,9 @@ export async function mountBridge(fs: FileSystem, options: MountOptions, log: Lo
     onError: (error, op, target) => log(`bridge error in ${op} ${target ?? ''}: ${String((error as Error)?.stack ?? error)}`),
   });
   await fuse.mount();
+  // Another machine's version replaced a file's content: the kernel's pages of it are stale
+  // (open files keep them; keep_cache would keep them across opens too).
+  fs.onContentReplaced((ino) => void fuse.invalidate(ino));
   return { unmount: () => fuse.unmount(), ended: fuse.ended, invalidate: (ino) => void fuse.invalidate(ino) };
 }
 

@@ -63,6 +63,7 @@ export class FileSystem {
   private lastCleanMs = Date.now();
   private external: ExternalBlockReader | undefined;
   private readonly changeListeners: ChangeListener[] = [];
+  private readonly replaceListeners: ChangeListener[] = [];
 
   constructor(store: Store, options: FileSystemOptions = {}) {
     this.store = store;
@@ -84,6 +85,14 @@ export class FileSystem {
   /** Registers a listener called inside each transaction with every changed inode. */
   onChange(listener: ChangeListener): void {
     this.changeListeners.push(listener);
+  }
+
+  /**
+   * Registers a listener called after replaceContent has installed another version of a file,
+   * outside the transaction: the FUSE layer drops the kernel's cached pages of it.
+   */
+  onContentReplaced(listener: ChangeListener): void {
+    this.replaceListeners.push(listener);
   }
 
   // ---------------------------------------------------------------- lookup and attributes
@@ -623,6 +632,7 @@ export class FileSystem {
       this.putInode(ino, rec);
     });
     this.cache.dropFrom(ino, 0);
+    for (const listener of this.replaceListeners) listener(ino);
   }
 
   // ---------------------------------------------------------------- internals: inodes
