@@ -9,14 +9,18 @@
  * Seed: ZIPPY_FSX_SEED (default below); operation count: ZIPPY_FSX_OPS (default 5,000). The
  * seed and the failing operation are printed on failure; replay with the same seed.
  *
- * Two known limits of the path-based libfuse API shape how this test runs (both are asserted
- * on their own in mount-errno.test.ts and mount-tools.test.ts):
- * - each path is its own kernel inode, so a hard link's other names see a write or a new link
- *   count only after the attribute timeout: this mount runs with attr_timeout=0;
- * - the same makes an open file's pages stale after a write or truncate through another of its
- *   names: before an operation that could change a file through another name (rename, rmdir,
- *   readdir, and after unlink) the generator closes its open files. (Files unlinked while open
- *   no longer show as .fuse_hidden*: src/fuse/ops.ts; the generator still checks that none shows.)
+ * The mount runs with its normal cache timeouts, and in the first test open files stay open
+ * across renames, unlinks and rmdirs: through libfuse's low-level API a file is one kernel
+ * inode whatever its names, so hard links and open files see every change at once, and an
+ * unlinked open file is an orphan inode (no .fuse_hidden* name; the tree comparison would show
+ * one).
+ *
+ * KNOWN BUG (sync layer, not fixed here): with sync publishing, open files kept across renames
+ * and unlinks make the reconciler re-install names that were removed or moved locally (traced:
+ * Reconciler.installVersion / installImplicitDir of a path the user had unlinked or renamed
+ * away, e.g. seeds 1 and 20261122 within 1,000 operations). So the publishing test closes the
+ * open files before such operations (as it did before, when the high-level FUSE API needed
+ * it), and the full variant is a todo.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -75,27 +79,32 @@ const extraOptions = process.env['ZIPPY_FSX_MOUNT_OPTIONS']?.split(',') ?? [];
 
 // The POSIX layer on its own: publishing to the sync dir is held off for the whole run.
 test(`fsx: ${opCount} random operations give the same results on the mount and on a plain directory (seed ${seed})`, { skip, timeout: 600_000 }, async () => {
-  await runFsx(['publish_delay_ms=60000', ...extraOptions], opCount);
+  await runFsx(['publish_delay_ms=60000', ...extraOptions], opCount, false);
 });
 
 // The product as it runs: the sync engine publishes (and sees its own archives) every 300 ms
 // while the operations go on.
 test(`fsx with sync publishing: ${Math.min(opCount, 3000)} random operations (seed ${seed})`, { skip, timeout: 600_000 }, async () => {
-  await runFsx(extraOptions, Math.min(opCount, 3000));
+  await runFsx(extraOptions, Math.min(opCount, 3000), true);
 });
 
-async function runFsx(mountOptions: string[], opCount: number): Promise<void> {
-  const m: TestMount = await mountZippy({ options: ['attr_timeout=0', ...mountOptions] });
+test(`fsx with sync publishing, open files kept across renames and unlinks (seed ${seed})`, { skip, timeout: 600_000, todo: 'sync reconciler re-installs locally removed or moved names (KNOWN BUG above)' }, async () => {
+  await runFsx(extraOptions, Math.min(opCount, 3000), false);
+});
+
+/** closeOpenFiles: close open files before operations that change names (see KNOWN BUG). */
+async function runFsx(mountOptions: string[], opCount: number, closeOpenFiles: boolean): Promise<void> {
+  const m: TestMount = await mountZippy({ options: mountOptions });
   const plainBase = tempDir('zippy-fsx-');
   try {
-    await runFsxOn(m, plainBase, opCount);
+    await runFsxOn(m, plainBase, opCount, closeOpenFiles);
   } finally {
     await m.cleanup();
     fs.rmSync(plainBase, { recursive: true, force: true });
   }
 }
 
-async function runFsxOn(m: TestMount, plainBase: string, opCount: number): Promise<void> {
+async function runFsxOn(m: TestMount, plainBase: string, opCount: number, closeOpenFiles: boolean): Promise<void> {
   const roots: [string, string] = [join(m.mountpoint, 'fsx'), join(plainBase, 'fsx')];
   for (const root of roots) fs.mkdirSync(root);
   const rand = seededRandom(seed);
@@ -149,13 +158,12 @@ async function runFsxOn(m: TestMount, plainBase: string, opCount: number): Promi
   };
 
   /**
-   * Before an operation that could see .fuse_hidden names (all = true): closes every open file
-   * and waits until the mount's hidden names are gone. After unlink and rename (all = false):
-   * closes open files that lost their name but keep another one (the mount would count the
-   * hidden name as a link).
+   * With closeOpenFiles (see KNOWN BUG), before an operation that changes names (all = true):
+   * closes every open file. After unlink and rename (all = false): closes open files that lost
+   * their name but keep another one.
    */
   const closeUnlinked = (all = true): void => {
-    let closed = false;
+    if (!closeOpenFiles) return;
     for (let i = open.length - 1; i >= 0; i--) {
       const pair = open[i]!;
       const st = fs.fstatSync(pair.fds[1]);
@@ -165,33 +173,11 @@ async function runFsxOn(m: TestMount, plainBase: string, opCount: number): Promi
       } catch {
         named = false;
       }
-      // An open file that lost its name but keeps another one stays visible on the mount as
-      // .fuse_hidden* with one more link than on the plain side: close it at once.
       if (all || (!named && st.nlink > 0)) {
         fs.closeSync(pair.fds[0]);
         fs.closeSync(pair.fds[1]);
         open.splice(i, 1);
-        closed = true;
       }
-    }
-    if (closed) waitHiddenGone();
-  };
-
-  const waitHiddenGone = (): void => {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const stack = [roots[0]];
-      let hidden: string | undefined;
-      while (stack.length > 0 && hidden === undefined) {
-        const dir = stack.pop()!;
-        for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-          if (entry.name.startsWith('.fuse_hidden')) hidden = join(dir, entry.name);
-          else if (entry.isDirectory()) stack.push(join(dir, entry.name));
-        }
-      }
-      if (hidden === undefined) return;
-      if (Date.now() > deadline) throw new Error(`${hidden} still there 5 s after the last close (open: ${open.map((o) => o.path).join(', ')})`);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
     }
   };
 
@@ -413,7 +399,6 @@ async function runFsxOn(m: TestMount, plainBase: string, opCount: number): Promi
       fs.closeSync(pair.fds[0]);
       fs.closeSync(pair.fds[1]);
     }
-    waitHiddenGone();
     const plain = snapshotTree(roots[1], { xattrs });
     assert.ok(plain.size > 10, `only ${plain.size} entries at the end`);
     assert.deepEqual(diffTrees(snapshotTree(roots[0], { xattrs }), plain, compareFields), [], `trees differ after ${opCount} operations (seed ${seed})`);
