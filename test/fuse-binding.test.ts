@@ -765,6 +765,20 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
     });
   });
 
+  for (const [label, options] of [['a libfuse thread pool', { reader: 'threads' }], ['one libfuse thread', { reader: 'threads', singleThreaded: true }]] as const) {
+    test(`requests read by ${label} instead of the JS thread work the same`, async () => {
+      const fs = new MemFs();
+      await withMount(fs, options, async (mnt) => {
+        const p = (name: string): string => q(join(mnt, name));
+        await sh(`mkdir ${p('d')} && printf data > ${p('d/f')} && ln ${p('d/f')} ${p('g')} && printf more >> ${p('g')}`);
+        assert.equal(await sh(`cat ${p('d/f')}`), 'datamore');
+        assert.equal((await sh(`stat -c %h ${p('d/f')}`)).trim(), '2');
+        await sh(`rm ${p('g')} ${p('d/f')} && rmdir ${p('d')}`);
+        assert.equal(await sh(`ls -A ${q(mnt)}`), '');
+      });
+    });
+  }
+
   test('access and fsyncdir are delivered', async () => {
     const fs = new MemFs();
     await withMount(fs, {}, async (mnt) => {

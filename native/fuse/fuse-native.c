@@ -32,11 +32,13 @@
 #define FUSE_USE_VERSION 29
 
 #include <node_api.h>
+#include <uv.h>
 
 #include <fuse_lowlevel.h>
 #include <fuse_opt.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -142,6 +144,14 @@ struct fuse_native {
   int thread_done;              /* written by the session thread just before its last post */
   int loop_result;
 
+  /* L8: the JS thread reads the device itself (no libfuse worker threads). */
+  int in_loop;
+  napi_env env;                 /* set while the JS thread processes requests */
+  napi_env env_for_poll;
+  uv_poll_t poll;
+  char *recv_buf;
+  size_t recv_size;
+
   /* L2: calls queued but not yet answered, and invalidations not yet sent. */
   pthread_mutex_t lock;
   pthread_cond_t idle;
@@ -206,13 +216,20 @@ static fuse_native_call_t *call_new (fuse_req_t req, int op, const char *name, c
   return c;
 }
 
-/* Queues `c` for the JS thread; on failure answers EIO here. Never blocks for the answer. */
+static void js_dispatch (napi_env env, napi_value unused, void *context, void *data);
+
+/* Queues `c` for the JS thread; on failure answers EIO here. Never blocks for the answer.
+ * When the JS thread itself is processing the request (L8), the handler runs at once. */
 static void submit (fuse_native_call_t *c) {
   fuse_native_t *s = c->s;
   inflight_add(s);
   if (s->handlers[c->op] == NULL) {
     if (c->req != NULL) fuse_reply_err(c->req, ENOSYS);
     call_free(c);
+    return;
+  }
+  if (s->env != NULL) {
+    js_dispatch(s->env, NULL, s, c);
     return;
   }
   if (napi_call_threadsafe_function(s->tsfn, c, napi_tsfn_blocking) != napi_ok) {
@@ -460,10 +477,16 @@ static void ll_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode
 
 /* Runs the session loop, waits for every answer, then tears libfuse down in the order of
  * libfuse's hello_ll example (P8, L2). */
+static void *teardown_thread (void *data);
+
 static void *session_thread (void *data) {
   fuse_native_t *s = (fuse_native_t *) data;
-
   s->loop_result = s->single_threaded ? fuse_session_loop(s->se) : fuse_session_loop_mt(s->se);
+  return teardown_thread(s);
+}
+
+static void *teardown_thread (void *data) {
+  fuse_native_t *s = (fuse_native_t *) data;
 
   pthread_mutex_lock(&s->lock);
   s->loop_ended = 1;
@@ -504,6 +527,53 @@ static void *inval_thread (void *data) {
 /* ---------------------------------------------------------------------------------------
  * JS side: runs on the JS thread only.
  * ------------------------------------------------------------------------------------ */
+
+/* Largest number of requests read per poll callback, so timers and I/O are not starved. */
+#define POLL_BATCH_MAX 64
+
+static void poll_closed (uv_handle_t *handle) {
+  (void) handle;   /* the handle lives in the session struct, freed by tsfn_finalize */
+}
+
+/* Starts the teardown thread once the device reported the end of the session (L8). */
+static void in_loop_end (fuse_native_t *s) {
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *) &s->poll, poll_closed);
+  s->loop_result = 0;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int err = pthread_create(&s->thread, NULL, teardown_thread, s);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (err != 0) {
+    fprintf(stderr, "zippy-fs fuse: cannot start the teardown thread (%d); the session leaks\n", err);
+  }
+}
+
+/*
+ * L8: the device is readable: read and process requests on the JS thread. Each request is
+ * handed to its JS handler directly (submit() sees s->env), so a request costs one wake-up of
+ * the JS thread instead of a libfuse worker's wake-up plus a hand-off to the JS thread.
+ */
+static void on_readable (uv_poll_t *handle, int status, int events) {
+  fuse_native_t *s = (fuse_native_t *) handle->data;
+  napi_env env = s->env_for_poll;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  s->env = env;
+  int ended = 0;
+  for (int i = 0; i < POLL_BATCH_MAX; i++) {
+    struct fuse_chan *ch = s->ch;
+    int res = fuse_chan_recv(&ch, s->recv_buf, s->recv_size);
+    if (res == -EAGAIN || res == -EINTR) break;
+    if (res <= 0 || fuse_session_exited(s->se)) { ended = 1; break; }
+    fuse_session_process(s->se, s->recv_buf, (size_t) res, ch);
+  }
+  s->env = NULL;
+  napi_close_handle_scope(env, scope);
+  if (!ended && status < 0) ended = 1;
+  if (ended) in_loop_end(s);
+}
 
 #define NAPI_OK(env, call, msg)                                                             \
   do {                                                                                      \
@@ -1052,6 +1122,7 @@ static void free_session (napi_env env, fuse_native_t *s) {
   if (s->on_exit != NULL) napi_delete_reference(env, s->on_exit);
   pthread_mutex_destroy(&s->lock);
   pthread_cond_destroy(&s->idle);
+  free(s->recv_buf);
   free(s->mountpoint);
   free(s);
 }
@@ -1127,8 +1198,9 @@ static int build_args (napi_env env, napi_value arr, struct fuse_args *args) {
  * for invalidate(); it stays valid until onExit has run.
  */
 static napi_value js_mount (napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
+  argv[6] = NULL;
   NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), "mount: bad arguments");
   if (argc < 6) {
     napi_throw_type_error(env, NULL, "mount(mountpoint, args, handlers, onExit, singleThreaded, timeouts)");
@@ -1146,6 +1218,9 @@ static napi_value js_mount (napi_env env, napi_callback_info info) {
   bool single = false;
   napi_get_value_bool(env, argv[4], &single);
   s->single_threaded = single;
+  bool in_loop = false;
+  if (argc >= 7) napi_get_value_bool(env, argv[6], &in_loop);
+  s->in_loop = in_loop;
   const double *timeouts = get_f64(env, argv[5], TIMEOUT_FIELD_COUNT, NULL);
   if (timeouts != NULL) memcpy(s->timeouts, timeouts, sizeof(s->timeouts));
 
@@ -1205,6 +1280,30 @@ static napi_value js_mount (napi_env env, napi_callback_info info) {
     free_session(env, s);
     napi_throw_error(env, "EMOUNT", "napi_create_threadsafe_function failed");
     return NULL;
+  }
+
+  if (s->in_loop) {
+    uv_loop_t *loop = NULL;
+    int fd = fuse_chan_fd(s->ch);
+    s->recv_size = fuse_chan_bufsize(s->ch);
+    s->recv_buf = malloc(s->recv_size);
+    int flags = fcntl(fd, F_GETFL);
+    if (s->recv_buf == NULL || napi_get_uv_event_loop(env, &loop) != napi_ok || flags == -1 ||
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1 || uv_poll_init(loop, &s->poll, fd) != 0) {
+      fuse_session_remove_chan(s->ch);
+      fuse_session_destroy(s->se);
+      fuse_unmount(s->mountpoint, s->ch);
+      s->thread_done = 0;
+      napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+      napi_throw_error(env, "EMOUNT", "cannot poll the FUSE device");
+      return NULL;   /* s is leaked deliberately: the aborted tsfn still references it */
+    }
+    s->poll.data = s;
+    s->env_for_poll = env;
+    uv_poll_start(&s->poll, UV_READABLE, on_readable);
+    napi_value handle;
+    napi_create_external(env, s, NULL, NULL, &handle);
+    return handle;
   }
 
   /* The session thread and libfuse's workers (which inherit its mask) must not take the

@@ -227,7 +227,14 @@ export interface MountOptions {
   readonly fuseOptions?: Readonly<Record<string, FuseOptionValue>>;
   /** Kernel cache timeouts; default defaultCacheTimeouts. */
   readonly timeouts?: Partial<CacheTimeouts>;
-  /** Serve requests from one libfuse thread (fuse_session_loop) instead of a pool. */
+  /**
+   * Who reads requests from the FUSE device. 'js' (the default): the JS thread itself, through
+   * a libuv poll handle, so a request costs one thread wake-up. 'threads': a libfuse session
+   * thread (a pool with fuse_session_loop_mt, one thread with singleThreaded) that queues each
+   * request to the JS thread.
+   */
+  readonly reader?: 'js' | 'threads';
+  /** With reader 'threads': one libfuse thread (fuse_session_loop) instead of a pool. */
   readonly singleThreaded?: boolean;
   /** Answer ETIMEDOUT for a request whose handler has not answered after this long.
    *  0 (the default) waits forever. */
@@ -260,7 +267,7 @@ interface NativeSession {
 type NativeHandler = (call: NativeCall, uid: number, gid: number, pid: number, umask: number, ...args: never[]) => void;
 
 interface NativeBinding {
-  mount(mountpoint: string, args: string[], handlers: (NativeHandler | undefined)[], onExit: (loopResult: number) => void, singleThreaded: boolean, timeouts: Float64Array): NativeSession;
+  mount(mountpoint: string, args: string[], handlers: (NativeHandler | undefined)[], onExit: (loopResult: number) => void, singleThreaded: boolean, timeouts: Float64Array, inLoop: boolean): NativeSession;
   signal(call: NativeCall, result: number, a?: unknown, b?: unknown, c?: unknown): void;
   invalidate(session: NativeSession, ino: number): boolean;
   readonly ops: Readonly<Record<OperationName | 'init', number>>;
@@ -628,7 +635,7 @@ export class Fuse {
       resolveEnded(loopResult);
     };
     try {
-      this.session = native.mount(this.mountpoint, args, handlers, onExit, this.options.singleThreaded === true, timeouts);
+      this.session = native.mount(this.mountpoint, args, handlers, onExit, this.options.singleThreaded === true, timeouts, this.options.reader !== 'threads');
     } catch (error) {
       throw fsError('EIO', `mount failed: ${(error as Error).message}`, this.mountpoint, error);
     }
