@@ -800,9 +800,12 @@ static void js_dispatch (napi_env env, napi_value unused, void *context, void *d
   argv[argc++] = js_u32(env, c->umask);
   argc = dispatch_args(env, c, argv, argc);
 
-  make_callback(env, s, s->handlers[c->op], argc, argv);
+  /* The handler may answer at once, and signal() frees the call: read nothing from *c after
+   * the callback. */
+  int op = c->op;
+  make_callback(env, s, s->handlers[op], argc, argv);
   /* init has no reply: the handler only learns that the connection is up. */
-  if (c->op == OP_init) call_free(c);
+  if (op == OP_init) call_free(c);
   napi_close_handle_scope(env, scope);
 }
 
