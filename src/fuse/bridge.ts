@@ -246,7 +246,9 @@ export async function mountBridge(fs: FileSystem, options: MountOptions, log: Lo
   const owner = { uid: options.uid, gid: options.gid };
   const fuse = new Fuse(options.mountpoint, makeOperations(fs, log, owner), {
     fuseOptions: fuseOptionsFor(options),
-    singleThreaded: options.singleThreaded,
+    // Default: the JS thread reads the FUSE device. -s keeps libfuse's own single-threaded
+    // loop (one libfuse thread reads and hands each request to the JS thread).
+    ...(options.singleThreaded ? { reader: 'threads' as const, singleThreaded: true } : {}),
     onError: (error, op, target) => log(`bridge error in ${op} ${target ?? ''}: ${String((error as Error)?.stack ?? error)}`),
   });
   await fuse.mount();
