@@ -989,11 +989,9 @@ static int reply_ok (napi_env env, fuse_native_call_t *c, int res, size_t argc, 
       struct fuse_entry_param e;
       if (argc < 1 || fill_entry(env, s, argv[0], &e) != 0) return -EIO;
       fill_fi(env, &c->fi, argc - 1, argv + 1);
-      if (fuse_reply_create(c->req, &e, &c->fi) == -ENOENT) {
-        /* L7: the opener was interrupted; the kernel will never release this handle. Tell JS
-         * nothing: the handle leaks until unmount, as libfuse's own high-level layer does not
-         * do better for an interrupted open either. */
-      }
+      /* If the opener was interrupted meanwhile the reply fails with ENOENT and the kernel
+       * never releases this handle: it stays open until unmount (PATCHES.md, Not done). */
+      fuse_reply_create(c->req, &e, &c->fi);
       return 0;
     }
     case OP_getattr: case OP_setattr: {
