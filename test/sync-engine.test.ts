@@ -225,3 +225,29 @@ test('two stores of one machine (same boxid) never mint equal stamps: concurrent
     await b.cleanup();
   }
 });
+
+test('a file unlinked while it is open and being written is not re-installed by the next timed publish', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir, { publishDelayMs: 30 });
+  try {
+    writeBoxFile(a, '/held.txt', 'published once');
+    await a.engine.publishNow();
+    const ino = a.fs.lookup(1, 'held.txt').ino;
+    const fh = a.fs.open(ino);
+    try {
+      // Open and just written: the publisher holds the file back (it is "being written").
+      a.fs.write(rootCtx, ino, 0, Buffer.from('still writing'));
+      a.fs.unlink(rootCtx, 1, 'held.txt');
+      writeBoxFile(a, '/other.txt', 'a change of the same directory');
+      const deadline = Date.now() + 5000;
+      while (a.engine.port.outboxCount() > 1 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      await new Promise((res) => setTimeout(res, 100));
+      assert.equal(boxPathExists(a, '/other.txt'), true);
+      assert.equal(boxPathExists(a, '/held.txt'), false, 'the unlinked name stays gone after the timed publish');
+    } finally {
+      a.fs.release(fh);
+    }
+  } finally {
+    await a.cleanup();
+  }
+});
