@@ -111,8 +111,9 @@ export class FileSystem {
   }
 
   /**
-   * Walks path components from the root, through the path cache: FUSE's path-based API names
-   * every file by its whole path, so the same directories are walked for every request. The
+   * Walks path components from the root, through the path cache: the sync port names files by
+   * their whole paths, so the same directories are walked again and again (the FUSE layer is
+   * inode-based and does not resolve paths). The
    * cache holds only successful walks and is cleared whenever a directory entry is removed or a
    * transaction fails (direntRemove, commit), which are the only ways an existing path can come
    * to name another inode or none; adding an entry never changes an existing path.
