@@ -20,8 +20,8 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import {
-  Fuse, type CallerContext, type DirentStat, type FuseOperations, type MountOptions, type Stat,
-  type TimeSpec,
+  Fuse, type CallerContext, type DirentStat, type FuseOperations, type MountOptions, type SetAttr,
+  type Stat, type TimeSpec,
 } from '../src/fuse/binding.js';
 
 const execFile = promisify(execFileCb);
@@ -46,6 +46,7 @@ const S_IFLNK = 0o120000;
 const S_IFMT = 0o170000;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
+const O_TRUNC = 0o1000;
 
 const canMount = process.getuid?.() === 0 && existsSync('/dev/fuse');
 const skip = canMount ? false : 'needs root and /dev/fuse';
@@ -69,6 +70,10 @@ interface MemNode {
   xattrs: Map<string, Buffer>;
   children: Map<string, MemNode> | undefined;
   target: string | undefined;
+  /** The path it was last given (for call records only). */
+  path: string;
+  /** The directory holding it (directories only; for ".."). */
+  parent: MemNode | undefined;
 }
 
 interface CallRecord {
@@ -82,30 +87,44 @@ function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
 }
 
+function childPath(dir: MemNode, name: string): string {
+  return dir.path === '/' ? `/${name}` : `${dir.path}/${name}`;
+}
+
 class MemFs {
   private nextIno = 1000;
   private nextFh = 1;
   readonly root: MemNode;
+  readonly inodes = new Map<number, MemNode>();
   readonly handles = new Map<number, MemNode>();
   readonly calls: CallRecord[] = [];
   readonly writeSizes: number[] = [];
   readonly utimens: { path: string; atime: TimeSpec; mtime: TimeSpec }[] = [];
   readonly setxattrFlags: number[] = [];
+  readonly readdirOffsets: number[] = [];
   /** Bench mode: writes are counted and dropped. */
   discard = false;
+  /** Open replies ask the kernel to keep its page cache (for the invalidate test). */
+  keepCache = false;
 
   constructor() {
-    this.root = this.node(S_IFDIR | 0o777, 0, 0);
+    this.root = this.node(S_IFDIR | 0o777, 0, 0, '/');
     this.root.nlink = 2;
+    this.inodes.delete(this.root.ino);
+    this.root.ino = 1;
+    this.root.parent = this.root;
+    this.inodes.set(1, this.root);
   }
 
-  node(mode: number, uid: number, gid: number): MemNode {
+  node(mode: number, uid: number, gid: number, path: string): MemNode {
     const t = nowNs();
-    return {
+    const n: MemNode = {
       ino: this.nextIno++, mode, uid, gid, nlink: 1, rdev: 0, data: Buffer.alloc(0), size: 0,
       atime: t, mtime: t, ctime: t, xattrs: new Map(),
-      children: (mode & S_IFMT) === S_IFDIR ? new Map() : undefined, target: undefined,
+      children: (mode & S_IFMT) === S_IFDIR ? new Map() : undefined, target: undefined, path, parent: undefined,
     };
+    this.inodes.set(n.ino, n);
+    return n;
   }
 
   lookup(path: string): MemNode | undefined {
@@ -118,11 +137,6 @@ class MemFs {
     return node;
   }
 
-  parent(path: string): { dir: MemNode | undefined; name: string } {
-    const index = path.lastIndexOf('/');
-    return { dir: this.lookup(path.slice(0, index) || '/'), name: path.slice(index + 1) };
-  }
-
   stat(n: MemNode): Stat {
     return {
       mode: n.mode, uid: n.uid, gid: n.gid, size: n.size, nlink: n.nlink, ino: n.ino, rdev: n.rdev,
@@ -132,10 +146,11 @@ class MemFs {
 
   /** Adds `count` empty files to a new directory without going through the kernel. */
   populate(dirName: string, count: number): void {
-    const dir = this.node(S_IFDIR | 0o755, 0, 0);
+    const dir = this.node(S_IFDIR | 0o755, 0, 0, `/${dirName}`);
     dir.nlink = 2;
+    dir.parent = this.root;
     this.root.children!.set(dirName, dir);
-    for (let i = 0; i < count; i++) dir.children!.set(`f${i}`, this.node(S_IFREG | 0o644, 0, 0));
+    for (let i = 0; i < count; i++) dir.children!.set(`f${i}`, this.node(S_IFREG | 0o644, 0, 0, `/${dirName}/f${i}`));
   }
 
   private record(op: string, ctx: CallerContext, path: string, detail?: unknown): void {
@@ -143,13 +158,23 @@ class MemFs {
     this.calls.push(detail === undefined ? { op, ctx, path } : { op, ctx, path, detail });
   }
 
-  private create(ctx: CallerContext, path: string, mode: number): MemNode | number {
-    const { dir, name } = this.parent(path);
+  private pathOf(ino: number): string {
+    return this.inodes.get(ino)?.path ?? `<ino ${ino}>`;
+  }
+
+  private entryPath(parent: number, name: string): string {
+    const dir = this.inodes.get(parent);
+    return dir === undefined ? `<ino ${parent}>/${name}` : childPath(dir, name);
+  }
+
+  private create(ctx: CallerContext, parent: number, name: string, mode: number): MemNode | number {
+    const dir = this.inodes.get(parent);
     if (dir?.children === undefined) return -E.ENOENT;
     if (dir.children.has(name)) return -E.EEXIST;
-    const n = this.node(mode, ctx.uid, ctx.gid);
+    const n = this.node(mode, ctx.uid, ctx.gid, childPath(dir, name));
     if ((mode & S_IFMT) === S_IFDIR) {
       n.nlink = 2;
+      n.parent = dir;
       dir.nlink++;
     }
     dir.children.set(name, n);
@@ -157,8 +182,8 @@ class MemFs {
     return n;
   }
 
-  private remove(path: string, wantDir: boolean): number {
-    const { dir, name } = this.parent(path);
+  private remove(parent: number, name: string, wantDir: boolean): number {
+    const dir = this.inodes.get(parent);
     const n = dir?.children?.get(name);
     if (dir === undefined || n === undefined) return -E.ENOENT;
     const isDir = (n.mode & S_IFMT) === S_IFDIR;
@@ -191,84 +216,116 @@ class MemFs {
     n.size = size;
   }
 
+  private setattr(ctx: CallerContext, n: MemNode, fh: number | undefined, attr: SetAttr): void {
+    if (attr.mode !== undefined) {
+      this.record('chmod', ctx, n.path, attr.mode);
+      n.mode = (n.mode & S_IFMT) | (attr.mode & 0o7777);
+    }
+    if (attr.uid !== undefined || attr.gid !== undefined) {
+      this.record('chown', ctx, n.path, { uid: attr.uid ?? -1, gid: attr.gid ?? -1 });
+      if (attr.uid !== undefined) n.uid = attr.uid;
+      if (attr.gid !== undefined) n.gid = attr.gid;
+    }
+    if (attr.size !== undefined) {
+      this.record(fh === undefined ? 'truncate' : 'ftruncate', ctx, n.path, fh === undefined ? attr.size : { fh, size: attr.size });
+      this.resize(n, attr.size);
+    }
+    const now = nowNs();
+    if (attr.atime !== undefined || attr.mtime !== undefined) {
+      this.record('utimens', ctx, n.path);
+      this.utimens.push({ path: n.path, atime: attr.atime ?? 'omit', mtime: attr.mtime ?? 'omit' });
+      if (attr.atime !== undefined) n.atime = attr.atime === 'now' ? now : attr.atime;
+      if (attr.mtime !== undefined) n.mtime = attr.mtime === 'now' ? now : attr.mtime;
+    }
+    n.ctime = now;
+  }
+
   operations(): FuseOperations {
     return {
-      getattr: (ctx, path, cb) => {
-        this.record('getattr', ctx, path);
-        const n = this.lookup(path);
+      lookup: (ctx, parent, name, cb) => {
+        this.record('lookup', ctx, this.entryPath(parent, name));
+        const n = this.inodes.get(parent)?.children?.get(name);
         n === undefined ? cb(-E.ENOENT) : cb(0, this.stat(n));
       },
-      fgetattr: (ctx, path, fh, cb) => {
-        this.record('fgetattr', ctx, path, fh);
-        const n = this.handles.get(fh);
-        n === undefined ? cb(-E.EBADF) : cb(0, this.stat(n));
+      getattr: (ctx, ino, fh, cb) => {
+        this.record('getattr', ctx, this.pathOf(ino), fh);
+        const n = fh === undefined ? this.inodes.get(ino) : this.handles.get(fh);
+        n === undefined ? cb(-E.ENOENT) : cb(0, this.stat(n));
       },
-      access: (ctx, path, mask, cb) => {
-        this.record('access', ctx, path, mask);
-        cb(this.lookup(path) === undefined ? -E.ENOENT : 0);
+      setattr: (ctx, ino, fh, attr, cb) => {
+        const n = this.inodes.get(ino);
+        if (n === undefined) return cb(-E.ENOENT);
+        this.setattr(ctx, n, fh, attr);
+        cb(0, this.stat(n));
       },
-      statfs: (ctx, path, cb) => {
-        this.record('statfs', ctx, path);
+      access: (ctx, ino, mask, cb) => {
+        this.record('access', ctx, this.pathOf(ino), mask);
+        cb(this.inodes.has(ino) ? 0 : -E.ENOENT);
+      },
+      statfs: (ctx, ino, cb) => {
+        this.record('statfs', ctx, this.pathOf(ino));
         cb(0, { bsize: 4096, frsize: 4096, blocks: 2 ** 40, bfree: 2 ** 39, bavail: 2 ** 39, files: 1e6, ffree: 5e5, favail: 5e5, fsid: 7, flag: 0, namemax: 255 });
       },
-      opendir: (ctx, path, flags, cb) => {
-        this.record('opendir', ctx, path, flags);
-        const n = this.lookup(path);
+      opendir: (ctx, ino, flags, cb) => {
+        this.record('opendir', ctx, this.pathOf(ino), flags);
+        const n = this.inodes.get(ino);
         n?.children === undefined ? cb(-E.ENOTDIR) : cb(0, this.open(n));
       },
-      readdir: (ctx, path, fh, cb) => {
-        this.record('readdir', ctx, path, fh);
-        const n = this.handles.get(fh) ?? this.lookup(path);
+      readdir: (ctx, ino, fh, offset, maxCount, cb) => {
+        this.record('readdir', ctx, this.pathOf(ino), { fh, offset, maxCount });
+        this.readdirOffsets.push(offset);
+        const n = this.handles.get(fh) ?? this.inodes.get(ino);
         if (n?.children === undefined) return cb(-E.ENOTDIR);
         const names = ['.', '..'];
-        const stats: DirentStat[] = [n, n];
+        const stats: DirentStat[] = [n, n.parent ?? n];
         for (const [name, child] of n.children) {
           names.push(name);
           stats.push(child);
         }
-        cb(0, names, stats);
+        cb(0, names.slice(offset, offset + maxCount), stats.slice(offset, offset + maxCount));
       },
-      releasedir: (ctx, path, fh, cb) => {
-        this.record('releasedir', ctx, path, fh);
+      releasedir: (ctx, ino, fh, cb) => {
+        this.record('releasedir', ctx, this.pathOf(ino), fh);
         this.handles.delete(fh);
         cb(0);
       },
-      fsyncdir: (ctx, path, datasync, fh, cb) => {
-        this.record('fsyncdir', ctx, path, { datasync, fh });
+      fsyncdir: (ctx, ino, datasync, fh, cb) => {
+        this.record('fsyncdir', ctx, this.pathOf(ino), { datasync, fh });
         cb(0);
       },
-      create: (ctx, path, mode, flags, cb) => {
-        this.record('create', ctx, path, { mode, flags });
-        const n = this.create(ctx, path, mode);
-        typeof n === 'number' ? cb(n) : cb(0, this.open(n));
+      create: (ctx, parent, name, mode, flags, cb) => {
+        this.record('create', ctx, this.entryPath(parent, name), { mode, flags });
+        const n = this.create(ctx, parent, name, mode);
+        typeof n === 'number' ? cb(n) : cb(0, this.stat(n), this.open(n), { keepCache: this.keepCache });
       },
-      mknod: (ctx, path, mode, rdev, cb) => {
-        this.record('mknod', ctx, path, { mode, rdev });
-        const n = this.create(ctx, path, mode);
+      mknod: (ctx, parent, name, mode, rdev, cb) => {
+        this.record('mknod', ctx, this.entryPath(parent, name), { mode, rdev });
+        const n = this.create(ctx, parent, name, mode);
         if (typeof n === 'number') return cb(n);
         n.rdev = rdev;
-        cb(0);
+        cb(0, this.stat(n));
       },
-      open: (ctx, path, flags, cb) => {
-        this.record('open', ctx, path, flags);
-        const n = this.lookup(path);
+      open: (ctx, ino, flags, cb) => {
+        this.record('open', ctx, this.pathOf(ino), flags);
+        const n = this.inodes.get(ino);
         if (n === undefined) return cb(-E.ENOENT);
-        cb(0, this.open(n));
+        if ((flags & O_TRUNC) !== 0) this.resize(n, 0);
+        cb(0, this.open(n), { keepCache: this.keepCache });
       },
-      release: (ctx, path, fh, flags, cb) => {
-        this.record('release', ctx, path, { fh, flags });
+      release: (ctx, ino, fh, flags, cb) => {
+        this.record('release', ctx, this.pathOf(ino), { fh, flags });
         this.handles.delete(fh);
         cb(0);
       },
-      flush: (ctx, path, fh, cb) => {
-        this.record('flush', ctx, path, fh);
+      flush: (ctx, ino, fh, cb) => {
+        this.record('flush', ctx, this.pathOf(ino), fh);
         cb(0);
       },
-      fsync: (ctx, path, datasync, fh, cb) => {
-        this.record('fsync', ctx, path, { datasync, fh });
+      fsync: (ctx, ino, datasync, fh, cb) => {
+        this.record('fsync', ctx, this.pathOf(ino), { datasync, fh });
         cb(0);
       },
-      read: (_ctx, _path, fh, buffer, offset, cb) => {
+      read: (_ctx, _ino, fh, buffer, offset, cb) => {
         const n = this.handles.get(fh);
         if (n === undefined) return cb(-E.EBADF);
         const end = Math.min(n.size, offset + buffer.length);
@@ -277,7 +334,7 @@ class MemFs {
         n.data.copy(buffer, 0, offset, end);
         cb(end - offset);
       },
-      write: (_ctx, _path, fh, buffer, offset, cb) => {
+      write: (_ctx, _ino, fh, buffer, offset, cb) => {
         const n = this.handles.get(fh);
         if (n === undefined) return cb(-E.EBADF);
         if (!this.discard) this.writeSizes.push(buffer.length);
@@ -288,118 +345,78 @@ class MemFs {
         n.mtime = n.ctime = nowNs();
         cb(buffer.length);
       },
-      truncate: (ctx, path, size, cb) => {
-        this.record('truncate', ctx, path, size);
-        const n = this.lookup(path);
-        if (n === undefined) return cb(-E.ENOENT);
-        this.resize(n, size);
+      mkdir: (ctx, parent, name, mode, cb) => {
+        this.record('mkdir', ctx, this.entryPath(parent, name), mode);
+        const n = this.create(ctx, parent, name, S_IFDIR | (mode & 0o7777));
+        typeof n === 'number' ? cb(n) : cb(0, this.stat(n));
+      },
+      rmdir: (ctx, parent, name, cb) => {
+        this.record('rmdir', ctx, this.entryPath(parent, name));
+        cb(this.remove(parent, name, true));
+      },
+      unlink: (ctx, parent, name, cb) => {
+        this.record('unlink', ctx, this.entryPath(parent, name));
+        cb(this.remove(parent, name, false));
+      },
+      rename: (ctx, parent, name, newParent, newName, cb) => {
+        this.record('rename', ctx, this.entryPath(parent, name), this.entryPath(newParent, newName));
+        const src = this.inodes.get(parent);
+        const dst = this.inodes.get(newParent);
+        const n = src?.children?.get(name);
+        if (n === undefined || dst?.children === undefined) return cb(-E.ENOENT);
+        src!.children!.delete(name);
+        dst.children.set(newName, n);
+        n.path = childPath(dst, newName);
+        if (n.children !== undefined) n.parent = dst;
         cb(0);
       },
-      ftruncate: (ctx, path, fh, size, cb) => {
-        this.record('ftruncate', ctx, path, { fh, size });
-        const n = this.handles.get(fh);
-        if (n === undefined) return cb(-E.EBADF);
-        this.resize(n, size);
-        cb(0);
-      },
-      mkdir: (ctx, path, mode, cb) => {
-        this.record('mkdir', ctx, path, mode);
-        const n = this.create(ctx, path, S_IFDIR | (mode & 0o7777));
-        cb(typeof n === 'number' ? n : 0);
-      },
-      rmdir: (ctx, path, cb) => {
-        this.record('rmdir', ctx, path);
-        cb(this.remove(path, true));
-      },
-      unlink: (ctx, path, cb) => {
-        this.record('unlink', ctx, path);
-        cb(this.remove(path, false));
-      },
-      rename: (ctx, from, to, cb) => {
-        this.record('rename', ctx, from, to);
-        const src = this.parent(from);
-        const dst = this.parent(to);
-        const n = src.dir?.children?.get(src.name);
-        if (n === undefined || dst.dir?.children === undefined) return cb(-E.ENOENT);
-        src.dir!.children!.delete(src.name);
-        dst.dir.children.set(dst.name, n);
-        cb(0);
-      },
-      link: (ctx, existingPath, newPath, cb) => {
-        this.record('link', ctx, existingPath, newPath);
-        const n = this.lookup(existingPath);
-        const dst = this.parent(newPath);
-        if (n === undefined || dst.dir?.children === undefined) return cb(-E.ENOENT);
-        if (dst.dir.children.has(dst.name)) return cb(-E.EEXIST);
-        dst.dir.children.set(dst.name, n);
+      link: (ctx, ino, newParent, newName, cb) => {
+        this.record('link', ctx, this.pathOf(ino), this.entryPath(newParent, newName));
+        const n = this.inodes.get(ino);
+        const dst = this.inodes.get(newParent);
+        if (n === undefined || dst?.children === undefined) return cb(-E.ENOENT);
+        if (dst.children.has(newName)) return cb(-E.EEXIST);
+        dst.children.set(newName, n);
         n.nlink++;
         n.ctime = nowNs();
-        cb(0);
+        cb(0, this.stat(n));
       },
-      symlink: (ctx, target, linkPath, cb) => {
-        this.record('symlink', ctx, linkPath, target);
-        const n = this.create(ctx, linkPath, S_IFLNK | 0o777);
+      symlink: (ctx, target, parent, name, cb) => {
+        this.record('symlink', ctx, this.entryPath(parent, name), target);
+        const n = this.create(ctx, parent, name, S_IFLNK | 0o777);
         if (typeof n === 'number') return cb(n);
         n.target = target;
         n.size = Buffer.byteLength(target);
-        cb(0);
+        cb(0, this.stat(n));
       },
-      readlink: (ctx, path, cb) => {
-        this.record('readlink', ctx, path);
-        const n = this.lookup(path);
+      readlink: (ctx, ino, cb) => {
+        this.record('readlink', ctx, this.pathOf(ino));
+        const n = this.inodes.get(ino);
         n?.target === undefined ? cb(-E.EINVAL) : cb(0, n.target);
       },
-      chmod: (ctx, path, mode, cb) => {
-        this.record('chmod', ctx, path, mode);
-        const n = this.lookup(path);
-        if (n === undefined) return cb(-E.ENOENT);
-        n.mode = (n.mode & S_IFMT) | (mode & 0o7777);
-        n.ctime = nowNs();
-        cb(0);
-      },
-      chown: (ctx, path, uid, gid, cb) => {
-        this.record('chown', ctx, path, { uid, gid });
-        const n = this.lookup(path);
-        if (n === undefined) return cb(-E.ENOENT);
-        if (uid !== -1) n.uid = uid;
-        if (gid !== -1) n.gid = gid;
-        n.ctime = nowNs();
-        cb(0);
-      },
-      utimens: (ctx, path, atime, mtime, cb) => {
-        this.record('utimens', ctx, path);
-        this.utimens.push({ path, atime, mtime });
-        const n = this.lookup(path);
-        if (n === undefined) return cb(-E.ENOENT);
-        const now = nowNs();
-        if (atime !== 'omit') n.atime = atime === 'now' ? now : atime;
-        if (mtime !== 'omit') n.mtime = mtime === 'now' ? now : mtime;
-        n.ctime = now;
-        cb(0);
-      },
-      setxattr: (ctx, path, name, value, flags, cb) => {
-        this.record('setxattr', ctx, path, { name, flags });
+      setxattr: (ctx, ino, name, value, flags, cb) => {
+        this.record('setxattr', ctx, this.pathOf(ino), { name, flags });
         this.setxattrFlags.push(flags);
-        const n = this.lookup(path);
+        const n = this.inodes.get(ino);
         if (n === undefined) return cb(-E.ENOENT);
         if ((flags & XATTR_CREATE) !== 0 && n.xattrs.has(name)) return cb(-E.EEXIST);
         if ((flags & XATTR_REPLACE) !== 0 && !n.xattrs.has(name)) return cb(-E.ENODATA);
         n.xattrs.set(name, value);
         cb(0);
       },
-      getxattr: (ctx, path, name, cb) => {
-        this.record('getxattr', ctx, path, name);
-        const value = this.lookup(path)?.xattrs.get(name);
+      getxattr: (ctx, ino, name, cb) => {
+        this.record('getxattr', ctx, this.pathOf(ino), name);
+        const value = this.inodes.get(ino)?.xattrs.get(name);
         value === undefined ? cb(-E.ENODATA) : cb(0, value);
       },
-      listxattr: (ctx, path, cb) => {
-        this.record('listxattr', ctx, path);
-        const n = this.lookup(path);
+      listxattr: (ctx, ino, cb) => {
+        this.record('listxattr', ctx, this.pathOf(ino));
+        const n = this.inodes.get(ino);
         n === undefined ? cb(-E.ENOENT) : cb(0, [...n.xattrs.keys()]);
       },
-      removexattr: (ctx, path, name, cb) => {
-        this.record('removexattr', ctx, path, name);
-        const n = this.lookup(path);
+      removexattr: (ctx, ino, name, cb) => {
+        this.record('removexattr', ctx, this.pathOf(ino), name);
+        const n = this.inodes.get(ino);
         if (n === undefined) return cb(-E.ENOENT);
         cb(n.xattrs.delete(name) ? 0 : -E.ENODATA);
       },
@@ -465,8 +482,9 @@ function childMount(mnt: string, then: 'exit' | 'sigkill' | 'exit-with-open-file
     const now = 0n;
     const root = { mode: 0o40755, uid: 0, gid: 0, size: 0, nlink: 2, ino: 1, blksize: 4096, blocks: 0, atime: now, mtime: now, ctime: now };
     const fuse = new Fuse(${JSON.stringify(mnt)}, {
-      getattr: (ctx, path, cb) => path === '/' ? cb(0, root) : cb(-2),
-      readdir: (ctx, path, fh, cb) => cb(0, ['.', '..']),
+      lookup: (ctx, parent, name, cb) => cb(-2),
+      getattr: (ctx, ino, fh, cb) => ino === 1 ? cb(0, root) : cb(-2),
+      readdir: (ctx, ino, fh, offset, maxCount, cb) => cb(0, ['.', '..'].slice(offset), [root, root].slice(offset)),
     });
     await fuse.mount();
     process.stdout.write('mounted\\n');
@@ -572,6 +590,38 @@ describe('fuse binding (real mount)', { skip }, () => {
     });
   });
 
+  test('hard links are one kernel inode: a write through one name shows at once through the other', async () => {
+    const fs = new MemFs();
+    await withMount(fs, { timeouts: { attr: 60, entry: 60 } }, async (mnt) => {
+      const a = q(join(mnt, 'a'));
+      const b = q(join(mnt, 'b'));
+      await sh(`printf one > ${a} && cat ${b} 2>/dev/null; ln ${a} ${b} && stat -c %h ${a}`).then((out) => assert.equal(out.trim(), '2', 'link count through the old name at once'));
+      await sh(`cat ${a} > /dev/null && printf two >> ${b}`);
+      assert.equal(await sh(`cat ${a}`), 'onetwo');
+      assert.equal((await sh(`stat -c %s ${a}`)).trim(), '6');
+    });
+  });
+
+  test('invalidate() drops the kernel\'s cached pages of an inode', async () => {
+    const fs = new MemFs();
+    fs.keepCache = true;
+    await withMount(fs, { timeouts: { attr: 60, entry: 60 } }, async (mnt, fuse) => {
+      const f = q(join(mnt, 'cached'));
+      await sh(`printf aaaa > ${f}`);
+      assert.equal(await sh(`cat ${f}`), 'aaaa');
+      const node = fs.lookup('/cached')!;
+      node.data = Buffer.from('bbbb'); // behind the kernel's back, same size and times
+      assert.equal(await sh(`cat ${f}`), 'aaaa', 'keep_cache: the kernel answers from its pages');
+      assert.equal(fuse.invalidate(node.ino), true);
+      let seen = '';
+      for (let i = 0; i < 50 && seen !== 'bbbb'; i++) {
+        await new Promise((res) => setTimeout(res, 20)); // the notification is sent from a helper thread
+        seen = await sh(`cat ${f}`);
+      }
+      assert.equal(seen, 'bbbb');
+    });
+  });
+
   test('extended attributes: set with flags, probe sizes, list, remove', async () => {
     const fs = new MemFs();
     await withMount(fs, {}, async (mnt) => {
@@ -667,14 +717,19 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
       console.log(`ls -f of 10,000 entries: ${elapsedMs.toFixed(1)} ms`);
       assert.equal(names.length, 10_002);
       assert.ok(names.includes('f9999'));
-      assert.equal(fs.calls.filter((c) => c.op === 'readdir' && c.path === '/many').length, 1, 'one readdir call for the whole listing');
+      assert.equal(new Set(names).size, 10_002, 'no entry twice');
+      // The kernel pages through the listing: each call starts where the last one stopped.
+      const offsets = fs.calls.filter((c) => c.op === 'readdir' && c.path === '/many').map((c) => (c.detail as { offset: number }).offset);
+      assert.ok(offsets.length > 1, `${offsets.length} readdir calls`);
+      assert.equal(offsets[0], 0);
+      assert.ok(offsets.every((o, i) => i === 0 || o > offsets[i - 1]!), 'offsets increase');
       assert.ok(elapsedMs < 5000, 'listing is quick');
     });
   });
 
   test('the other operations work through the kernel', async () => {
     const fs = new MemFs();
-    const mntOptions: MountOptions = { fuseOptions: { fsname: 'zippy,test', subtype: 'zippytest', attr_timeout: 0, entry_timeout: 0, negative_timeout: 0, auto_cache: true, max_read: 131072, default_permissions: true } };
+    const mntOptions: MountOptions = { fuseOptions: { fsname: 'zippy,test', subtype: 'zippytest', attr_timeout: 0, entry_timeout: 0, negative_timeout: 0, max_read: 131072, default_permissions: true } };
     await withMount(fs, mntOptions, async (mnt) => {
       const p = (name: string): string => q(join(mnt, name));
       const mounts = await readFile('/proc/self/mounts', 'utf8');
@@ -701,7 +756,7 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
       assert.equal(fs.lookup('/g'), undefined);
       const df = (await sh(`stat -f -c '%S %b %f %c %d %l' ${q(mnt)}`)).trim();
       assert.equal(df, `4096 ${2 ** 40} ${2 ** 39} 1000000 500000 255`);
-      // fgetattr by handle: fstat on an open file
+      // getattr and setattr by handle: fstat and ftruncate on an open file
       await sh(`python3 -c ${q(`import os; fd = os.open(${JSON.stringify(join(mnt, 'd'))} + '/h', os.O_CREAT | os.O_RDWR, 0o600); os.write(fd, b'xyz'); print(os.fstat(fd).st_size); os.ftruncate(fd, 1); os.fsync(fd); os.close(fd)`)}`);
       assert.equal((await sh(`stat -c %s ${p('d/h')}`)).trim(), '1');
       for (const op of ['statfs', 'opendir', 'readdir', 'releasedir', 'create', 'mknod', 'open', 'release', 'flush', 'fsync', 'truncate', 'ftruncate', 'mkdir', 'rmdir', 'unlink', 'rename', 'symlink', 'readlink', 'chmod', 'chown']) {
@@ -709,6 +764,20 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
       }
     });
   });
+
+  for (const [label, options] of [['a libfuse thread pool', { reader: 'threads' }], ['one libfuse thread', { reader: 'threads', singleThreaded: true }]] as const) {
+    test(`requests read by ${label} instead of the JS thread work the same`, async () => {
+      const fs = new MemFs();
+      await withMount(fs, options, async (mnt) => {
+        const p = (name: string): string => q(join(mnt, name));
+        await sh(`mkdir ${p('d')} && printf data > ${p('d/f')} && ln ${p('d/f')} ${p('g')} && printf more >> ${p('g')}`);
+        assert.equal(await sh(`cat ${p('d/f')}`), 'datamore');
+        assert.equal((await sh(`stat -c %h ${p('d/f')}`)).trim(), '2');
+        await sh(`rm ${p('g')} ${p('d/f')} && rmdir ${p('d')}`);
+        assert.equal(await sh(`ls -A ${q(mnt)}`), '');
+      });
+    });
+  }
 
   test('access and fsyncdir are delivered', async () => {
     const fs = new MemFs();
@@ -724,12 +793,12 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
     const fs = new MemFs();
     const errors: string[] = [];
     const ops = fs.operations();
-    const getattr = ops.getattr.bind(ops);
-    ops.getattr = (ctx, path, cb) => {
-      if (path === '/throws') throw new Error('boom');
-      if (path === '/badstat') return cb(0, { ...fs.stat(fs.root), mtime: 5 as unknown as bigint });
-      if (path === '/twice') { cb(-E.ENOENT); cb(-E.ENOENT); return; }
-      getattr(ctx, path, cb);
+    const lookup = ops.lookup.bind(ops);
+    ops.lookup = (ctx, parent, name, cb) => {
+      if (name === 'throws') throw new Error('boom');
+      if (name === 'badstat') return cb(0, { ...fs.stat(fs.root), mtime: 5 as unknown as bigint });
+      if (name === 'twice') { cb(-E.ENOENT); cb(-E.ENOENT); return; }
+      lookup(ctx, parent, name, cb);
     };
     const mnt = newMountpoint();
     const fuse = new Fuse(mnt, ops, { onError: (error) => errors.push(String(error)) });
@@ -750,8 +819,8 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
   test('opTimeoutMs answers ETIMEDOUT when a handler never answers', async () => {
     const fs = new MemFs();
     const ops = fs.operations();
-    const getattr = ops.getattr.bind(ops);
-    ops.getattr = (ctx, path, cb) => (path === '/never' ? undefined : getattr(ctx, path, cb));
+    const lookup = ops.lookup.bind(ops);
+    ops.lookup = (ctx, parent, name, cb) => (name === 'never' ? undefined : lookup(ctx, parent, name, cb));
     const mnt = newMountpoint();
     const fuse = new Fuse(mnt, ops, { opTimeoutMs: 200, onError: () => undefined });
     await fuse.mount();
@@ -821,7 +890,13 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
   test('an unknown libfuse option fails the mount and leaves nothing mounted', async () => {
     const mnt = newMountpoint();
     const fs = new MemFs();
-    await assert.rejects(new Fuse(mnt, fs.operations(), { fuseOptions: { no_such_option: true } }).mount(), /fuse_new failed/);
+    await assert.rejects(new Fuse(mnt, fs.operations(), { fuseOptions: { no_such_option: true } }).mount(), /fuse_lowlevel_new failed/);
+    assert.equal(await Fuse.mountState(mnt), 'none');
+    // Options of libfuse's high-level API are refused with a reason, before anything is mounted.
+    for (const option of ['use_ino', 'auto_cache', 'hard_remove', 'kernel_cache']) {
+      await assert.rejects(new Fuse(mnt, fs.operations(), { fuseOptions: { [option]: true } }).mount(), (e: Error & { code?: string }) => e.code === 'EINVAL' && e.message.includes('high-level API'));
+    }
+    await assert.rejects(new Fuse(mnt, fs.operations(), { fuseOptions: { attr_timeout: 'soon' } }).mount(), (e: Error & { code?: string }) => e.code === 'EINVAL');
     assert.equal(await Fuse.mountState(mnt), 'none');
     await assert.rejects(new Fuse(mnt, fs.operations(), { fuseOptions: { 'bad name': true } }).mount(), (e: Error & { code?: string }) => e.code === 'EINVAL');
   });

@@ -10,13 +10,11 @@ import assert from 'node:assert/strict';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { diffTrees, mountSkipReason, mountZippy, runTool, snapshotTree, tempDir, writeTestTree, XattrHelper, type TestMount, type TreeField } from './fixtures.js';
 
 const skip = mountSkipReason();
 const contentFields: TreeField[] = ['type', 'mode', 'size', 'sha256', 'target', 'mtimeNs'];
 /** Kernel attribute cache timeout of the mount (bridge.ts): a hard link's other names show the new nlink after it. */
-const attrTimeoutMs = 1100;
 
 describe('everyday tools on a zippy-fs mount', { skip }, () => {
   let m: TestMount;
@@ -47,8 +45,7 @@ describe('everyday tools on a zippy-fs mount', { skip }, () => {
     assert.ok([...a.values()].filter((e) => e.type === 'file').length >= 1000);
     assert.deepEqual(diffTrees(a, snapshotTree(inMount), contentFields), []);
     assert.deepEqual(diffTrees(a, snapshotTree(out), contentFields), []);
-    // Link counts only after the attribute timeout: see the KNOWN BUG test below.
-    await sleep(attrTimeoutMs);
+    // Link counts at once: all names of a file are one kernel inode.
     assert.deepEqual(diffTrees(a, snapshotTree(inMount), ['nlink']), []);
   });
 
@@ -148,10 +145,9 @@ describe('everyday tools on a zippy-fs mount', { skip }, () => {
     assert.equal(runTool('cat', [file]), 'changed\n');
   });
 
-  // KNOWN BUG (not fixed): libfuse's high-level API gives every path its own kernel inode, so
-  // a file read through one hard link keeps its cached pages and size (attr_timeout=1) after
-  // a write through another link. attr_timeout=0 fixes it but costs ~80x in stat speed here.
-  test('link() shows the new link count at once through the old name', { todo: 'libfuse path-based nodes: per-path attribute cache' }, () => {
+  // Through libfuse's low-level API the kernel's inode is the file system's inode, so all names
+  // of a file share one attribute and page cache (the high-level API gave each path its own).
+  test('link() shows the new link count at once through the old name', () => {
     const a = join(m.mountpoint, 'count-a');
     writeFileSync(a, 'x');
     assert.equal(statSync(a).nlink, 1);
@@ -159,7 +155,7 @@ describe('everyday tools on a zippy-fs mount', { skip }, () => {
     assert.equal(statSync(a).nlink, 2);
   });
 
-  test('a write through one hard link is visible at once through the other', { todo: 'libfuse path-based nodes: per-path page and attribute cache' }, () => {
+  test('a write through one hard link is visible at once through the other', () => {
     const a = join(m.mountpoint, 'coherent-a');
     const b = join(m.mountpoint, 'coherent-b');
     writeFileSync(a, 'linked\n');
@@ -254,7 +250,6 @@ describe('everyday tools on a zippy-fs mount', { skip }, () => {
 
   test('persistence: after unmount and a new mount process, tree, contents and metadata are identical', async () => {
     const fields: TreeField[] = ['type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'mtimeNs', 'nlink', 'xattrs'];
-    await sleep(attrTimeoutMs); // let the per-path attribute caches of hard links expire (KNOWN BUG above)
     const before = snapshotTree(m.mountpoint, { xattrs });
     const inoBefore = statSync(join(m.mountpoint, 'lnfile')).ino;
     const oldPid = m.pid;

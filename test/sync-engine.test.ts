@@ -281,3 +281,32 @@ test('a name removed or moved away locally while its file is held back (still be
     await a.cleanup();
   }
 });
+
+// The re-install needs the name's path to be reconciled after that publish (a deferred path of
+// an earlier publish, which depends on timing); test/mount-fsx.test.ts with sync publishing hits
+// it within a few hundred operations without SyncEngine.lostName. This checks the outcome.
+test('a file unlinked while it is open and being written stays unlinked after the next timed publish', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir, { publishDelayMs: 30 });
+  try {
+    writeBoxFile(a, '/held.txt', 'published once');
+    await a.engine.publishNow();
+    const ino = a.fs.lookup(1, 'held.txt').ino;
+    const fh = a.fs.open(ino);
+    try {
+      // Open and just written: the publisher holds the file back (it is "being written").
+      a.fs.write(rootCtx, ino, 0, Buffer.from('still writing'));
+      a.fs.unlink(rootCtx, 1, 'held.txt');
+      writeBoxFile(a, '/other.txt', 'a change of the same directory');
+      const deadline = Date.now() + 5000;
+      while (a.engine.port.outboxCount() > 1 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      await new Promise((res) => setTimeout(res, 100));
+      assert.equal(boxPathExists(a, '/other.txt'), true);
+      assert.equal(boxPathExists(a, '/held.txt'), false, 'the unlinked name stays gone after the timed publish');
+    } finally {
+      a.fs.release(fh);
+    }
+  } finally {
+    await a.cleanup();
+  }
+});

@@ -1,19 +1,23 @@
 /**
- * Typed bridge to zippy-fs's patched fuse-native addon (native/fuse/, see PATCHES.md there).
+ * Typed bridge to zippy-fs's FUSE addon (native/fuse/, see PATCHES.md there), which drives
+ * libfuse 2.9's LOW-LEVEL, inode-based API: every kernel request is one handler call, files
+ * are named by inode number (the kernel's nodeid is the file system's inode number, 1 is the
+ * root) and entries by (parent inode, name).
  *
  * This file is a thin bridge: it turns the addon's positional arguments into typed values,
  * hands them with the caller's context to the operation handlers, and turns the handlers'
  * answers back into what the addon expects. It holds no file system logic. Handlers answer
- * the way fuse-native's do: `cb(result, ...values)` where `result` is 0 (or a byte count for
- * read and write) on success and a negative errno on failure.
+ * `cb(result, ...values)` where `result` is 0 (or a byte count for read and write) on
+ * success and a negative errno on failure.
  *
  * Invariants kept here:
  *   - Every request is answered exactly once: a second answer is reported and ignored, a
  *     handler that throws or answers with a malformed value answers EIO (and is reported),
- *     and with `opTimeoutMs` a handler that never answers answers ETIMEDOUT.
- *   - The read/write buffer a handler receives aliases libfuse memory and is valid only
- *     until the handler answers; the addon detaches it then, so a kept reference reads as
- *     empty instead of as freed memory. Copy what must outlive the call.
+ *     and with `opTimeoutMs` a handler that never answers answers ETIMEDOUT. The addon
+ *     tears the session down only after every request has been answered.
+ *   - The read/write buffer a handler receives is valid only until the handler answers; the
+ *     addon detaches it then, so a kept reference reads as empty instead of as freed memory.
+ *     Copy what must outlive the call.
  *   - A mounted Fuse keeps the Node event loop alive until the session has ended.
  */
 import { execFile, spawnSync } from 'node:child_process';
@@ -29,7 +33,7 @@ import { fsError } from '../errors.js';
 // Public types
 // ---------------------------------------------------------------------------------------
 
-/** Who made the request, from fuse_get_context(). pid is 0 for requests the kernel makes on
+/** Who made the request, from fuse_req_ctx(). pid is 0 for requests the kernel makes on
  *  its own behalf (e.g. release after the last close of a file in another process). */
 export interface CallerContext {
   readonly uid: number;
@@ -38,9 +42,10 @@ export interface CallerContext {
   readonly umask: number;
 }
 
-/** Attributes of one file. Times are nanoseconds since the epoch. `ino` is what stat(2)
- *  reports (the mount passes use_ino by default) and must be a safe integer, as must `size`
- *  and `blocks` (512-byte units). */
+/** Attributes of one file. Times are nanoseconds since the epoch. `ino` is the kernel's
+ *  nodeid and what stat(2) reports; it must be a safe integer > 0 and name the same file for
+ *  as long as the mount lives (never reused), as must `size` and `blocks` (512-byte units)
+ *  be safe integers. */
 export interface Stat {
   readonly mode: number;
   readonly uid: number;
@@ -56,8 +61,7 @@ export interface Stat {
   readonly ctime: bigint;
 }
 
-/** What readdir can tell libfuse about an entry: libfuse 2 uses only these two fields (d_ino
- *  and d_type). A full Stat is accepted too. */
+/** What readdir tells the kernel about an entry (d_ino and d_type). */
 export interface DirentStat {
   readonly ino: number;
   readonly mode: number;
@@ -78,9 +82,20 @@ export interface Statfs {
   readonly namemax: number;
 }
 
-/** A utimens time: nanoseconds since the epoch, or the caller asked for "now" (UTIME_NOW,
- *  also what touch(1) without -d sends), or "leave this one alone" (UTIME_OMIT). */
+/** A time to set: nanoseconds since the epoch, or the caller asked for "now" (UTIME_NOW,
+ *  also what touch(1) without -d sends). A time that is not to be set is absent. */
 export type TimeSpec = bigint | 'now' | 'omit';
+
+/** The attributes one setattr request changes; absent fields stay as they are. The kernel
+ *  sends chmod, chown, truncate and utimensat as setattr, sometimes several at once. */
+export interface SetAttr {
+  readonly mode?: number;
+  readonly uid?: number;
+  readonly gid?: number;
+  readonly size?: number;
+  readonly atime?: bigint | 'now';
+  readonly mtime?: bigint | 'now';
+}
 
 /** Negotiated connection parameters, as libfuse saw them when INIT arrived. */
 export interface ConnectionInfo {
@@ -97,6 +112,7 @@ export interface ConnectionInfo {
 /** Per-open flags an open/create handler may return. */
 export interface OpenReply {
   readonly directIo?: boolean;
+  /** Keep the kernel's page cache of the file from earlier opens (else it is dropped). */
   readonly keepCache?: boolean;
   readonly nonSeekable?: boolean;
 }
@@ -107,57 +123,63 @@ export type StatusCallback = (result: number) => void;
 export type ValueCallback<T> = (result: number, value?: T) => void;
 /** result: 0 with a file handle (a safe non-negative integer), or a negative errno. */
 export type OpenCallback = (result: number, fh?: number, reply?: OpenReply) => void;
-/** result: 0 with names (and optionally one DirentStat per name), or a negative errno. */
+/** result: 0 with the new file's attributes and an open handle, or a negative errno. */
+export type CreateCallback = (result: number, stat?: Stat, fh?: number, reply?: OpenReply) => void;
+/** result: 0 with names (and one DirentStat per name), or a negative errno. */
 export type ReaddirCallback = (result: number, names?: readonly string[], stats?: readonly DirentStat[]) => void;
 /** result: bytes transferred (0..buffer.length), or a negative errno. */
 export type IoCallback = (result: number) => void;
 
 /**
- * The operations a file system implements. Paths are absolute within the mount ("/a/b").
- * Only getattr is required; libfuse answers ENOSYS for the rest, and the kernel then falls
- * back where it can (fgetattr -> getattr, ftruncate -> truncate, create -> mknod + open).
+ * The operations a file system implements. Inodes are numbers (1 = the root); `fh` is the
+ * handle open/opendir/create answered, or undefined where the request has none (getattr or
+ * setattr on a path). lookup and getattr are required; libfuse answers ENOSYS for the rest,
+ * and the kernel then falls back where it can (create -> mknod + open). Operations that
+ * create a name answer with the new file's Stat (an "entry").
  */
 export interface FuseOperations {
-  getattr(ctx: CallerContext, path: string, cb: ValueCallback<Stat>): void;
-  fgetattr?(ctx: CallerContext, path: string, fh: number, cb: ValueCallback<Stat>): void;
-  /** mask: R_OK | W_OK | X_OK, or F_OK (0). */
-  access?(ctx: CallerContext, path: string, mask: number, cb: StatusCallback): void;
-  statfs?(ctx: CallerContext, path: string, cb: ValueCallback<Statfs>): void;
-  opendir?(ctx: CallerContext, path: string, flags: number, cb: OpenCallback): void;
-  /** The whole listing at once; libfuse adds nothing, so include "." and ".." if wanted. */
-  readdir?(ctx: CallerContext, path: string, fh: number, cb: ReaddirCallback): void;
-  releasedir?(ctx: CallerContext, path: string, fh: number, cb: StatusCallback): void;
-  fsyncdir?(ctx: CallerContext, path: string, datasync: boolean, fh: number, cb: StatusCallback): void;
-  create?(ctx: CallerContext, path: string, mode: number, flags: number, cb: OpenCallback): void;
-  mknod?(ctx: CallerContext, path: string, mode: number, rdev: number, cb: StatusCallback): void;
-  open?(ctx: CallerContext, path: string, flags: number, cb: OpenCallback): void;
-  release?(ctx: CallerContext, path: string, fh: number, flags: number, cb: StatusCallback): void;
-  flush?(ctx: CallerContext, path: string, fh: number, cb: StatusCallback): void;
-  fsync?(ctx: CallerContext, path: string, datasync: boolean, fh: number, cb: StatusCallback): void;
+  lookup(ctx: CallerContext, parent: number, name: string, cb: ValueCallback<Stat>): void;
+  getattr(ctx: CallerContext, ino: number, fh: number | undefined, cb: ValueCallback<Stat>): void;
+  /** Answer with the attributes after the change. */
+  setattr?(ctx: CallerContext, ino: number, fh: number | undefined, attr: SetAttr, cb: ValueCallback<Stat>): void;
+  /** mask: R_OK | W_OK | X_OK, or F_OK (0). Not sent under default_permissions. */
+  access?(ctx: CallerContext, ino: number, mask: number, cb: StatusCallback): void;
+  statfs?(ctx: CallerContext, ino: number, cb: ValueCallback<Statfs>): void;
+  opendir?(ctx: CallerContext, ino: number, flags: number, cb: OpenCallback): void;
+  /**
+   * The entries from position `offset` of the listing on (0 = the first; include "." and
+   * ".." if wanted), at most `maxCount` of them. The kernel asks again with the position
+   * after the last entry that fitted its buffer, so positions must stay stable while the
+   * directory is open (a snapshot taken at opendir or at offset 0 does).
+   */
+  readdir?(ctx: CallerContext, ino: number, fh: number, offset: number, maxCount: number, cb: ReaddirCallback): void;
+  releasedir?(ctx: CallerContext, ino: number, fh: number, cb: StatusCallback): void;
+  fsyncdir?(ctx: CallerContext, ino: number, datasync: boolean, fh: number, cb: StatusCallback): void;
+  create?(ctx: CallerContext, parent: number, name: string, mode: number, flags: number, cb: CreateCallback): void;
+  mknod?(ctx: CallerContext, parent: number, name: string, mode: number, rdev: number, cb: ValueCallback<Stat>): void;
+  open?(ctx: CallerContext, ino: number, flags: number, cb: OpenCallback): void;
+  release?(ctx: CallerContext, ino: number, fh: number, flags: number, cb: StatusCallback): void;
+  flush?(ctx: CallerContext, ino: number, fh: number, cb: StatusCallback): void;
+  fsync?(ctx: CallerContext, ino: number, datasync: boolean, fh: number, cb: StatusCallback): void;
   /** Fill `buffer` (valid until cb) from `offset`; fewer bytes than asked means end of file. */
-  read?(ctx: CallerContext, path: string, fh: number, buffer: Buffer, offset: number, cb: IoCallback): void;
+  read?(ctx: CallerContext, ino: number, fh: number, buffer: Buffer, offset: number, cb: IoCallback): void;
   /** `buffer` is valid until cb: copy what you keep. */
-  write?(ctx: CallerContext, path: string, fh: number, buffer: Buffer, offset: number, cb: IoCallback): void;
-  truncate?(ctx: CallerContext, path: string, size: number, cb: StatusCallback): void;
-  ftruncate?(ctx: CallerContext, path: string, fh: number, size: number, cb: StatusCallback): void;
-  mkdir?(ctx: CallerContext, path: string, mode: number, cb: StatusCallback): void;
-  rmdir?(ctx: CallerContext, path: string, cb: StatusCallback): void;
-  unlink?(ctx: CallerContext, path: string, cb: StatusCallback): void;
-  rename?(ctx: CallerContext, from: string, to: string, cb: StatusCallback): void;
-  link?(ctx: CallerContext, existingPath: string, newPath: string, cb: StatusCallback): void;
-  symlink?(ctx: CallerContext, target: string, linkPath: string, cb: StatusCallback): void;
-  readlink?(ctx: CallerContext, path: string, cb: ValueCallback<string>): void;
-  chmod?(ctx: CallerContext, path: string, mode: number, cb: StatusCallback): void;
-  /** uid or gid -1 means "leave unchanged". */
-  chown?(ctx: CallerContext, path: string, uid: number, gid: number, cb: StatusCallback): void;
-  utimens?(ctx: CallerContext, path: string, atime: TimeSpec, mtime: TimeSpec, cb: StatusCallback): void;
+  write?(ctx: CallerContext, ino: number, fh: number, buffer: Buffer, offset: number, cb: IoCallback): void;
+  mkdir?(ctx: CallerContext, parent: number, name: string, mode: number, cb: ValueCallback<Stat>): void;
+  rmdir?(ctx: CallerContext, parent: number, name: string, cb: StatusCallback): void;
+  unlink?(ctx: CallerContext, parent: number, name: string, cb: StatusCallback): void;
+  rename?(ctx: CallerContext, parent: number, name: string, newParent: number, newName: string, cb: StatusCallback): void;
+  /** A new name `newName` in `newParent` for inode `ino`; answer with its attributes. */
+  link?(ctx: CallerContext, ino: number, newParent: number, newName: string, cb: ValueCallback<Stat>): void;
+  symlink?(ctx: CallerContext, target: string, parent: number, name: string, cb: ValueCallback<Stat>): void;
+  readlink?(ctx: CallerContext, ino: number, cb: ValueCallback<string>): void;
   /** flags: 0, XATTR_CREATE (1) or XATTR_REPLACE (2). `value` is a copy the handler may keep. */
-  setxattr?(ctx: CallerContext, path: string, name: string, value: Buffer, flags: number, cb: StatusCallback): void;
+  setxattr?(ctx: CallerContext, ino: number, name: string, value: Buffer, flags: number, cb: StatusCallback): void;
   /** Answer with the whole value (or -ENODATA); the size probing of getxattr(2) is done for you. */
-  getxattr?(ctx: CallerContext, path: string, name: string, cb: ValueCallback<Buffer>): void;
+  getxattr?(ctx: CallerContext, ino: number, name: string, cb: ValueCallback<Buffer>): void;
   /** Answer with all names; the size probing of listxattr(2) is done for you. */
-  listxattr?(ctx: CallerContext, path: string, cb: ValueCallback<readonly string[]>): void;
-  removexattr?(ctx: CallerContext, path: string, name: string, cb: StatusCallback): void;
+  listxattr?(ctx: CallerContext, ino: number, cb: ValueCallback<readonly string[]>): void;
+  removexattr?(ctx: CallerContext, ino: number, name: string, cb: StatusCallback): void;
 }
 
 export type OperationName = keyof FuseOperations;
@@ -167,17 +189,52 @@ export type FuseOptionValue = boolean | number | string;
 
 /** libfuse options every mount gets unless overridden (set a key to false to drop it). */
 export const defaultFuseOptions: Readonly<Record<string, FuseOptionValue>> = {
-  use_ino: true,        // stat(2) reports Stat.ino, so hard links share an inode number
   big_writes: true,     // write requests up to max_write instead of one page
   max_write: 131072,    // libfuse 2.9 caps this at 128 KiB
+  atomic_o_trunc: true, // open(O_TRUNC) arrives as one open instead of open + setattr
 };
 
+/** Kernel cache timeouts in seconds, given with every entry and attribute reply. */
+export interface CacheTimeouts {
+  /** How long the kernel may trust a name → inode lookup. */
+  readonly entry: number;
+  /** How long the kernel may trust attributes. */
+  readonly attr: number;
+  /** How long the kernel may remember that a name does not exist (0: not at all). */
+  readonly negative: number;
+}
+
+export const defaultCacheTimeouts: CacheTimeouts = { entry: 1, attr: 1, negative: 0 };
+
+/**
+ * Options of libfuse's high-level API (fuse_new) that the low-level session does not know.
+ * The three timeouts are taken over as CacheTimeouts; the rest are refused with a message
+ * rather than left for libfuse to reject with "unknown option".
+ */
+const timeoutOptions = { entry_timeout: 'entry', attr_timeout: 'attr', negative_timeout: 'negative' } as const;
+const highLevelOnlyOptions = new Set([
+  'use_ino', 'readdir_ino', 'auto_cache', 'noauto_cache', 'kernel_cache', 'direct_io', 'hard_remove',
+  'umask', 'uid', 'gid', 'ac_attr_timeout', 'noforget', 'remember', 'intr', 'intr_signal', 'modules',
+  'nopath', 'nonempty_ok',
+]);
+
 export interface MountOptions {
-  /** libfuse options, merged over defaultFuseOptions: allow_other, default_permissions,
-   *  auto_cache, attr_timeout, entry_timeout, negative_timeout, fsname, subtype, max_read,
-   *  hard_remove, debug, ... Passed through as they are; libfuse rejects unknown ones. */
+  /** libfuse options, merged over defaultFuseOptions: mount options (allow_other,
+   *  default_permissions, fsname, subtype, max_read, ...) and low-level session options
+   *  (big_writes, max_write, atomic_o_trunc, debug, ...). entry_timeout, attr_timeout and
+   *  negative_timeout are accepted and become `timeouts`; other high-level-only options
+   *  (use_ino, auto_cache, hard_remove, uid, ...) are refused with EINVAL. */
   readonly fuseOptions?: Readonly<Record<string, FuseOptionValue>>;
-  /** Serve requests from one libfuse thread (fuse_loop) instead of a pool (fuse_loop_mt). */
+  /** Kernel cache timeouts; default defaultCacheTimeouts. */
+  readonly timeouts?: Partial<CacheTimeouts>;
+  /**
+   * Who reads requests from the FUSE device. 'js' (the default): the JS thread itself, through
+   * a libuv poll handle, so a request costs one thread wake-up. 'threads': a libfuse session
+   * thread (a pool with fuse_session_loop_mt, one thread with singleThreaded) that queues each
+   * request to the JS thread.
+   */
+  readonly reader?: 'js' | 'threads';
+  /** With reader 'threads': one libfuse thread (fuse_session_loop) instead of a pool. */
   readonly singleThreaded?: boolean;
   /** Answer ETIMEDOUT for a request whose handler has not answered after this long.
    *  0 (the default) waits forever. */
@@ -188,7 +245,7 @@ export interface MountOptions {
   /** Clear a stale mount ("Transport endpoint is not connected") at the mountpoint first. */
   readonly force?: boolean;
   /** Receives handler errors and bridge misuse; the request itself has answered EIO. */
-  readonly onError?: (error: unknown, op: OperationName, path: string | undefined) => void;
+  readonly onError?: (error: unknown, op: OperationName, target: string | undefined) => void;
 }
 
 export type MountState = 'none' | 'live' | 'stale';
@@ -202,17 +259,21 @@ interface NativeCall {
   readonly __nativeCall: unique symbol;
 }
 
+/** Opaque handle of one mounted session. */
+interface NativeSession {
+  readonly __nativeSession: unique symbol;
+}
+
 type NativeHandler = (call: NativeCall, uid: number, gid: number, pid: number, umask: number, ...args: never[]) => void;
 
 interface NativeBinding {
-  mount(mountpoint: string, args: string[], handlers: (NativeHandler | undefined)[], onExit: (loopResult: number) => void, singleThreaded: boolean): void;
-  signal(call: NativeCall, result: number, a?: unknown, b?: unknown): void;
+  mount(mountpoint: string, args: string[], handlers: (NativeHandler | undefined)[], onExit: (loopResult: number) => void, singleThreaded: boolean, timeouts: Float64Array, inLoop: boolean): NativeSession;
+  signal(call: NativeCall, result: number, a?: unknown, b?: unknown, c?: unknown): void;
+  invalidate(session: NativeSession, ino: number): boolean;
   readonly ops: Readonly<Record<OperationName | 'init', number>>;
   readonly opCount: number;
   readonly statFieldCount: number;
   readonly statfsFieldCount: number;
-  readonly UTIME_NOW: number;
-  readonly UTIME_OMIT: number;
   readonly fuseVersion: number;
   readonly bindingVersion: number;
 }
@@ -224,8 +285,12 @@ const statField = {
 } as const;
 const statFieldCount = 15;
 const statfsKeys = ['bsize', 'frsize', 'blocks', 'bfree', 'bavail', 'files', 'ffree', 'favail', 'fsid', 'flag', 'namemax'] as const;
-const bindingVersionExpected = 1;
+const bindingVersionExpected = 2;
 const openReplyBits = { directIo: 1, keepCache: 2, nonSeekable: 4 } as const;
+/** FUSE_SET_ATTR_* bits of a setattr request (fuse_lowlevel.h). */
+const setAttrBits = { mode: 1, uid: 2, gid: 4, size: 8, atime: 16, mtime: 32, atimeNow: 128, mtimeNow: 256 } as const;
+/** Smallest readdir entry in the kernel's buffer: 24-byte header + name padded to 8 bytes. */
+const direntSizeMin = 32;
 const nsPerSecond = 1_000_000_000n;
 const errnoEIO = -osConstants.errno.EIO;
 const errnoETIMEDOUT = -osConstants.errno.ETIMEDOUT;
@@ -332,8 +397,8 @@ function encodeNames(names: readonly string[] | undefined, what: string, slashAl
   return Buffer.from(names.length === 0 ? '' : `${names.join('\0')}\0`, 'utf8');
 }
 
-function encodeDirentStats(stats: readonly DirentStat[] | undefined, nameCount: number): Float64Array | undefined {
-  if (stats === undefined || stats === null) return undefined;
+function encodeDirentStats(stats: readonly DirentStat[] | undefined, nameCount: number): Float64Array {
+  if (stats === undefined || stats === null) throw new TypeError('readdir answered 0 without stats');
   if (stats.length !== nameCount) throw new RangeError(`readdir answered ${nameCount} names but ${stats.length} stats`);
   const out = new Float64Array(2 * nameCount);
   for (let i = 0; i < nameCount; i++) {
@@ -351,10 +416,46 @@ function encodeOpenReply(reply: OpenReply | undefined): number {
     (reply.nonSeekable === true ? openReplyBits.nonSeekable : 0);
 }
 
-function toTimeSpec(native: NativeBinding, seconds: number, nanos: number): TimeSpec {
-  if (nanos === native.UTIME_NOW) return 'now';
-  if (nanos === native.UTIME_OMIT) return 'omit';
+function toTime(seconds: number, nanos: number): bigint {
   return BigInt(seconds) * nsPerSecond + BigInt(nanos);
+}
+
+/** The SetAttr of a setattr request's FUSE_SET_ATTR_* mask and values. */
+function decodeSetAttr(toSet: number, mode: number, uid: number, gid: number, size: number, aSec: number, aNsec: number, mSec: number, mNsec: number): SetAttr {
+  const attr: { -readonly [K in keyof SetAttr]: SetAttr[K] } = {};
+  if ((toSet & setAttrBits.mode) !== 0) attr.mode = mode;
+  if ((toSet & setAttrBits.uid) !== 0) attr.uid = uid;
+  if ((toSet & setAttrBits.gid) !== 0) attr.gid = gid;
+  if ((toSet & setAttrBits.size) !== 0) attr.size = size;
+  if ((toSet & setAttrBits.atimeNow) !== 0) attr.atime = 'now';
+  else if ((toSet & setAttrBits.atime) !== 0) attr.atime = toTime(aSec, aNsec);
+  if ((toSet & setAttrBits.mtimeNow) !== 0) attr.mtime = 'now';
+  else if ((toSet & setAttrBits.mtime) !== 0) attr.mtime = toTime(mSec, mNsec);
+  return attr;
+}
+
+/**
+ * Splits libfuse options into what libfuse gets and the cache timeouts we apply ourselves;
+ * refuses options of the high-level API, which the low-level session would reject with a
+ * bare "unknown option".
+ */
+export function splitFuseOptions(options: Readonly<Record<string, FuseOptionValue>>, timeouts: Partial<CacheTimeouts> = {}): { libfuse: Record<string, FuseOptionValue>; timeouts: CacheTimeouts } {
+  const libfuse: Record<string, FuseOptionValue> = {};
+  const t: { -readonly [K in keyof CacheTimeouts]: number } = { ...defaultCacheTimeouts, ...timeouts };
+  for (const [name, value] of Object.entries(options)) {
+    if (name in timeoutOptions) {
+      if (value === false) continue;
+      const seconds = Number(value);
+      if (!Number.isFinite(seconds) || seconds < 0) throw fsError('EINVAL', `${name} must be a number of seconds >= 0, got ${String(value)}`);
+      t[timeoutOptions[name as keyof typeof timeoutOptions]] = seconds;
+      continue;
+    }
+    if (highLevelOnlyOptions.has(name) && value !== false) {
+      throw fsError('EINVAL', `libfuse option ${name} belongs to libfuse's high-level API; this mount uses the low-level API, where it does not exist (see native/fuse/PATCHES.md)`);
+    }
+    libfuse[name] = value;
+  }
+  return { libfuse, timeouts: t };
 }
 
 /** libfuse argv for `options`: ["-o", "a,b=c"], with "," and "\" in values escaped. */
@@ -432,12 +533,26 @@ function exitHook(): void {
 // The mount
 // ---------------------------------------------------------------------------------------
 
-type Answer = (result: number, a?: unknown, b?: unknown) => void;
+
+type Answer = (result: number, a?: unknown, b?: unknown, c?: unknown) => void;
 export type FuseState = 'idle' | 'mounting' | 'mounted' | 'unmounting' | 'unmounted';
 
-function defaultOnError(error: unknown, op: OperationName, path: string | undefined): void {
+function defaultOnError(error: unknown, op: OperationName, target: string | undefined): void {
   const detail = error instanceof Error ? (error.stack ?? error.message) : String(error);
-  process.stderr.write(`zippy-fs fuse: ${op}${path === undefined ? '' : ` ${path}`}: ${detail}\n`);
+  process.stderr.write(`zippy-fs fuse: ${op}${target === undefined ? '' : ` ${target}`}: ${detail}\n`);
+}
+
+/** How a request names its target in error reports: "ino 12" or "ino 1/name". */
+function targetOf(ino: number, name?: string): string {
+  return name === undefined ? `ino ${ino}` : `ino ${ino}/${name}`;
+}
+
+const inoTarget = (args: readonly unknown[]): string => targetOf(args[0] as number);
+const entryTarget = (args: readonly unknown[]): string => targetOf(args[0] as number, args[1] as string);
+
+/** The fh argument the addon passes: -1 when the request carries no file handle. */
+function optionalFh(fh: number): number | undefined {
+  return fh < 0 ? undefined : fh;
 }
 
 /** One FUSE mount of `ops` at `mountpoint`. mount() and unmount() may be repeated. */
@@ -449,13 +564,14 @@ export class Fuse {
   private stateValue: FuseState = 'idle';
   private mounting: Promise<ConnectionInfo> | undefined;
   private endedPromise: Promise<number> = Promise.resolve(0);
+  private session: NativeSession | undefined;
 
   constructor(mountpoint: string, ops: FuseOperations, options: MountOptions = {}) {
     this.mountpoint = canonicalMountpoint(mountpoint);
     this.ops = ops;
     this.options = options;
     this.onError = options.onError ?? defaultOnError;
-    if (typeof ops.getattr !== 'function') throw fsError('EINVAL', 'FuseOperations.getattr is required', this.mountpoint);
+    if (typeof ops.getattr !== 'function' || typeof ops.lookup !== 'function') throw fsError('EINVAL', 'FuseOperations.lookup and getattr are required', this.mountpoint);
   }
 
   /** idle, mounting, mounted, unmounting or unmounted. */
@@ -466,6 +582,17 @@ export class Fuse {
   /** Resolves with libfuse's loop result once the session has ended (after any unmount). */
   get ended(): Promise<number> {
     return this.endedPromise;
+  }
+
+  /**
+   * Tells the kernel to forget its cached attributes and pages of inode `ino` (its content
+   * changed behind the kernel's back, e.g. another machine's version was installed). Returns
+   * at once; false when not mounted.
+   */
+  invalidate(ino: number): boolean {
+    const session = this.session;
+    if (session === undefined || nativeLoaded === undefined) return false;
+    return nativeLoaded.invalidate(session, checkCount(ino, 'ino'));
   }
 
   /** Mounts and resolves once the kernel's INIT has arrived. Refuses a mountpoint that is
@@ -485,8 +612,10 @@ export class Fuse {
 
   private async doMount(): Promise<ConnectionInfo> {
     const native = loadNative();
+    const split = splitFuseOptions({ ...defaultFuseOptions, ...this.options.fuseOptions }, this.options.timeouts);
+    const args = fuseArgs(split.libfuse);
+    const timeouts = new Float64Array([split.timeouts.entry, split.timeouts.attr, split.timeouts.negative]);
     await this.checkMountpoint();
-    const args = fuseArgs({ ...defaultFuseOptions, ...this.options.fuseOptions });
     let resolveInit: (info: ConnectionInfo) => void = () => undefined;
     let rejectInit: (error: unknown) => void = () => undefined;
     const init = new Promise<ConnectionInfo>((res, rej) => {
@@ -500,12 +629,13 @@ export class Fuse {
     const handlers = this.makeHandlers(native, (info) => resolveInit(info));
     const onExit = (loopResult: number): void => {
       this.stateValue = 'unmounted';
+      this.session = undefined;
       mountedForExit.delete(this);
       rejectInit(fsError('EIO', 'FUSE session ended before INIT', this.mountpoint));
       resolveEnded(loopResult);
     };
     try {
-      native.mount(this.mountpoint, args, handlers, onExit, this.options.singleThreaded === true);
+      this.session = native.mount(this.mountpoint, args, handlers, onExit, this.options.singleThreaded === true, timeouts, this.options.reader !== 'threads');
     } catch (error) {
       throw fsError('EIO', `mount failed: ${(error as Error).message}`, this.mountpoint, error);
     }
@@ -577,12 +707,13 @@ export class Fuse {
     return true;
   }
 
+
   // -------------------------------------------------------------------------------------
   // Request plumbing
   // -------------------------------------------------------------------------------------
 
   /** An answer function for one request: exactly once, optional timeout, errors -> EIO. */
-  private answer(native: NativeBinding, call: NativeCall, op: OperationName, path: string, timeoutArg?: unknown): Answer {
+  private answer(native: NativeBinding, call: NativeCall, op: OperationName, target: string, timeoutArg?: unknown): Answer {
     let done = false;
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
@@ -590,58 +721,58 @@ export class Fuse {
     if (timeoutMs > 0) {
       timer = setTimeout(() => {
         timedOut = true;
-        this.onError(new Error(`no answer after ${timeoutMs} ms: ETIMEDOUT`), op, path);
+        this.onError(new Error(`no answer after ${timeoutMs} ms: ETIMEDOUT`), op, target);
         finish(errnoETIMEDOUT, timeoutArg);
       }, timeoutMs);
     }
-    const finish: Answer = (result, a, b) => {
+    const finish: Answer = (result, a, b, c) => {
       if (done) {
-        if (!timedOut) this.onError(new Error('answered twice; the second answer is ignored'), op, path);
+        if (!timedOut) this.onError(new Error('answered twice; the second answer is ignored'), op, target);
         return;
       }
       done = true;
       if (timer !== undefined) clearTimeout(timer);
-      native.signal(call, result, a, b);
+      native.signal(call, result, a, b, c);
     };
     return finish;
   }
 
   /** Runs `body` (an encoder or a handler call) and turns a throw into an EIO answer. */
-  private guard(op: OperationName, path: string, finish: Answer, failArg: unknown, body: () => void): void {
+  private guard(op: OperationName, target: string, finish: Answer, failArg: unknown, body: () => void): void {
     try {
       body();
     } catch (error) {
-      this.onError(error, op, path);
+      this.onError(error, op, target);
       finish(errnoEIO, failArg);
     }
   }
 
   /** Checks a status result (0 or -errno). */
-  private status(op: OperationName, path: string, result: number): number {
+  private status(op: OperationName, target: string, result: number): number {
     if (Number.isInteger(result) && result <= 0 && result >= -errnoMax) return result;
-    this.onError(new RangeError(`answered ${result}; expected 0 or a negative errno`), op, path);
+    this.onError(new RangeError(`answered ${result}; expected 0 or a negative errno`), op, target);
     return errnoEIO;
   }
 
   /** Checks a byte-count result of read/write. */
-  private byteCount(op: OperationName, path: string, result: number, max: number): number {
+  private byteCount(op: OperationName, target: string, result: number, max: number): number {
     if (Number.isInteger(result) && result <= max && result >= -errnoMax) return result;
-    this.onError(new RangeError(`answered ${result}; expected 0..${max} or a negative errno`), op, path);
+    this.onError(new RangeError(`answered ${result}; expected 0..${max} or a negative errno`), op, target);
     return errnoEIO;
   }
 
   /** Builds the handler array the addon indexes by op number. */
   private makeHandlers(native: NativeBinding, onInit: (info: ConnectionInfo) => void): (NativeHandler | undefined)[] {
     const handlers: (NativeHandler | undefined)[] = new Array<NativeHandler | undefined>(native.opCount).fill(undefined);
-    const set = (name: OperationName | 'init', handler: (call: NativeCall, ctx: CallerContext, ...args: never[]) => void): void => {
+    const set: HandlerSetter = (name, handler) => {
       handlers[native.ops[name]] = ((call: NativeCall, uid: number, gid: number, pid: number, umask: number, ...args: never[]) => {
         handler(call, { uid, gid, pid, umask }, ...args);
       }) as NativeHandler;
     };
 
-    set('init', (call, _ctx, ...args: number[]) => {
+    // init has no answer: it only says that the kernel connection is up.
+    set('init', (_call, _ctx, ...args: number[]) => {
       const [protoMajor = 0, protoMinor = 0, maxWrite = 0, maxReadahead = 0, capable = 0, want = 0] = args;
-      native.signal(call, 0);
       onInit({ protoMajor, protoMinor, maxWrite, maxReadahead, capable, want });
     });
     this.addAttrHandlers(native, set);
@@ -652,63 +783,70 @@ export class Fuse {
     return handlers;
   }
 
-  /** Registers handlers whose only answer is a status, for ops whose arguments pass through. */
-  private addStatusOp<A extends unknown[]>(native: NativeBinding, set: HandlerSetter, name: OperationName, invoke: (ctx: CallerContext, args: A, cb: StatusCallback) => void): void {
+  /** Registers a handler whose only answer is a status; `target` names the request in reports. */
+  private addStatusOp<A extends unknown[]>(native: NativeBinding, set: HandlerSetter, name: OperationName, target: (args: readonly unknown[]) => string, invoke: (ctx: CallerContext, args: A, cb: StatusCallback) => void): void {
     set(name, (call, ctx, ...args: never[]) => {
-      const path = String((args as unknown[])[0]);
-      const finish = this.answer(native, call, name, path);
-      this.guard(name, path, finish, undefined, () => invoke(ctx, args as unknown as A, (result) => finish(this.status(name, path, result))));
+      const where = target(args);
+      const finish = this.answer(native, call, name, where);
+      this.guard(name, where, finish, undefined, () => invoke(ctx, args as unknown as A, (result) => finish(this.status(name, where, result))));
     });
   }
 
-  private addAttrHandlers(native: NativeBinding, set: HandlerSetter): void {
-    const ops = this.ops;
-    const statAnswer = (name: OperationName, path: string, finish: Answer): ValueCallback<Stat> => (result, st) => {
-      this.guard(name, path, finish, undefined, () => {
-        const r = this.status(name, path, result);
+  /** A callback that answers with a Stat (attributes or an entry). */
+  private statAnswer(name: OperationName, target: string, finish: Answer): ValueCallback<Stat> {
+    return (result, st) => {
+      this.guard(name, target, finish, undefined, () => {
+        const r = this.status(name, target, result);
         if (r === 0) finish(0, encodeStat(st));
         else finish(r);
       });
     };
-    set('getattr', (call, ctx, path: string) => {
-      const finish = this.answer(native, call, 'getattr', path);
-      this.guard('getattr', path, finish, undefined, () => ops.getattr(ctx, path, statAnswer('getattr', path, finish)));
+  }
+
+  private addAttrHandlers(native: NativeBinding, set: HandlerSetter): void {
+    const ops = this.ops;
+    set('lookup', (call, ctx, parent: number, name: string) => {
+      const where = targetOf(parent, name);
+      const finish = this.answer(native, call, 'lookup', where);
+      this.guard('lookup', where, finish, undefined, () => ops.lookup(ctx, parent, name, this.statAnswer('lookup', where, finish)));
     });
-    const { fgetattr, statfs, access, truncate, ftruncate, chmod, chown, utimens } = ops;
-    if (fgetattr) {
-      set('fgetattr', (call, ctx, path: string, fh: number) => {
-        const finish = this.answer(native, call, 'fgetattr', path);
-        this.guard('fgetattr', path, finish, undefined, () => fgetattr.call(ops, ctx, path, fh, statAnswer('fgetattr', path, finish)));
+    set('getattr', (call, ctx, ino: number, fh: number) => {
+      const where = targetOf(ino);
+      const finish = this.answer(native, call, 'getattr', where);
+      this.guard('getattr', where, finish, undefined, () => ops.getattr(ctx, ino, optionalFh(fh), this.statAnswer('getattr', where, finish)));
+    });
+    const { setattr, statfs, access } = ops;
+    if (setattr) {
+      set('setattr', (call, ctx, ino: number, fh: number, toSet: number, mode: number, uid: number, gid: number, size: number, aSec: number, aNsec: number, mSec: number, mNsec: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'setattr', where);
+        this.guard('setattr', where, finish, undefined, () => {
+          const attr = decodeSetAttr(toSet, mode, uid, gid, size, aSec, aNsec, mSec, mNsec);
+          setattr.call(ops, ctx, ino, optionalFh(fh), attr, this.statAnswer('setattr', where, finish));
+        });
       });
     }
     if (statfs) {
-      set('statfs', (call, ctx, path: string) => {
-        const finish = this.answer(native, call, 'statfs', path);
-        this.guard('statfs', path, finish, undefined, () => statfs.call(ops, ctx, path, (result, sv) => {
-          this.guard('statfs', path, finish, undefined, () => {
-            const r = this.status('statfs', path, result);
+      set('statfs', (call, ctx, ino: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'statfs', where);
+        this.guard('statfs', where, finish, undefined, () => statfs.call(ops, ctx, ino, (result, sv) => {
+          this.guard('statfs', where, finish, undefined, () => {
+            const r = this.status('statfs', where, result);
             if (r === 0) finish(0, encodeStatfs(sv));
             else finish(r);
           });
         }));
       });
     }
-    if (access) this.addStatusOp<[string, number]>(native, set, 'access', (ctx, [path, mask], cb) => access.call(ops, ctx, path, mask, cb));
-    if (truncate) this.addStatusOp<[string, number]>(native, set, 'truncate', (ctx, [path, size], cb) => truncate.call(ops, ctx, path, size, cb));
-    if (ftruncate) this.addStatusOp<[string, number, number]>(native, set, 'ftruncate', (ctx, [path, fh, size], cb) => ftruncate.call(ops, ctx, path, fh, size, cb));
-    if (chmod) this.addStatusOp<[string, number]>(native, set, 'chmod', (ctx, [path, mode], cb) => chmod.call(ops, ctx, path, mode, cb));
-    if (chown) this.addStatusOp<[string, number, number]>(native, set, 'chown', (ctx, [path, uid, gid], cb) => chown.call(ops, ctx, path, uid, gid, cb));
-    if (utimens) {
-      this.addStatusOp<[string, number, number, number, number]>(native, set, 'utimens', (ctx, [path, aSec, aNsec, mSec, mNsec], cb) =>
-        utimens.call(ops, ctx, path, toTimeSpec(native, aSec, aNsec), toTimeSpec(native, mSec, mNsec), cb));
-    }
+    if (access) this.addStatusOp(native, set, 'access', inoTarget, (ctx, [ino, mask]: [number, number], cb) => access.call(ops, ctx, ino, mask, cb));
   }
 
-  /** open, opendir and create answer with a file handle and optional open flags. */
-  private openAnswer(name: OperationName, path: string, finish: Answer): OpenCallback {
+  /** open and opendir answer with a file handle and optional open flags. */
+  private openAnswer(name: OperationName, target: string, finish: Answer): OpenCallback {
     return (result, fh, reply) => {
-      this.guard(name, path, finish, undefined, () => {
-        const r = this.status(name, path, result);
+      this.guard(name, target, finish, undefined, () => {
+        const r = this.status(name, target, result);
         if (r !== 0) return finish(r);
         finish(0, checkCount(fh ?? 0, 'fh'), encodeOpenReply(reply));
       });
@@ -719,57 +857,81 @@ export class Fuse {
     const ops = this.ops;
     const { opendir, readdir, releasedir, fsyncdir, mkdir, rmdir } = ops;
     if (opendir) {
-      set('opendir', (call, ctx, path: string, flags: number) => {
-        const finish = this.answer(native, call, 'opendir', path);
-        this.guard('opendir', path, finish, undefined, () => opendir.call(ops, ctx, path, flags, this.openAnswer('opendir', path, finish)));
+      set('opendir', (call, ctx, ino: number, flags: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'opendir', where);
+        this.guard('opendir', where, finish, undefined, () => opendir.call(ops, ctx, ino, flags, this.openAnswer('opendir', where, finish)));
       });
     }
     if (readdir) {
-      set('readdir', (call, ctx, path: string, fh: number) => {
-        const finish = this.answer(native, call, 'readdir', path);
-        this.guard('readdir', path, finish, undefined, () => readdir.call(ops, ctx, path, fh, (result, names, stats) => {
-          this.guard('readdir', path, finish, undefined, () => {
-            const r = this.status('readdir', path, result);
+      set('readdir', (call, ctx, ino: number, fh: number, offset: number, size: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'readdir', where);
+        const maxCount = Math.max(1, Math.floor(size / direntSizeMin));
+        this.guard('readdir', where, finish, undefined, () => readdir.call(ops, ctx, ino, fh, offset, maxCount, (result, names, stats) => {
+          this.guard('readdir', where, finish, undefined, () => {
+            const r = this.status('readdir', where, result);
             if (r !== 0) return finish(r);
-            const encoded = encodeNames(names, 'readdir', false);
-            finish(0, encoded, encodeDirentStats(stats, names?.length ?? 0));
+            const count = names?.length ?? 0;
+            finish(0, encodeNames(names, 'readdir', false), encodeDirentStats(stats, count));
           });
         }));
       });
     }
-    if (releasedir) this.addStatusOp<[string, number]>(native, set, 'releasedir', (ctx, [path, fh], cb) => releasedir.call(ops, ctx, path, fh, cb));
-    if (fsyncdir) this.addStatusOp<[string, number, number]>(native, set, 'fsyncdir', (ctx, [path, datasync, fh], cb) => fsyncdir.call(ops, ctx, path, datasync !== 0, fh, cb));
-    if (mkdir) this.addStatusOp<[string, number]>(native, set, 'mkdir', (ctx, [path, mode], cb) => mkdir.call(ops, ctx, path, mode, cb));
-    if (rmdir) this.addStatusOp<[string]>(native, set, 'rmdir', (ctx, [path], cb) => rmdir.call(ops, ctx, path, cb));
+    if (releasedir) this.addStatusOp(native, set, 'releasedir', inoTarget, (ctx, [ino, fh]: [number, number], cb) => releasedir.call(ops, ctx, ino, fh, cb));
+    if (fsyncdir) this.addStatusOp(native, set, 'fsyncdir', inoTarget, (ctx, [ino, datasync, fh]: [number, number, number], cb) => fsyncdir.call(ops, ctx, ino, datasync !== 0, fh, cb));
+    if (mkdir) {
+      set('mkdir', (call, ctx, parent: number, name: string, mode: number) => {
+        const where = targetOf(parent, name);
+        const finish = this.answer(native, call, 'mkdir', where);
+        this.guard('mkdir', where, finish, undefined, () => mkdir.call(ops, ctx, parent, name, mode, this.statAnswer('mkdir', where, finish)));
+      });
+    }
+    if (rmdir) this.addStatusOp(native, set, 'rmdir', entryTarget, (ctx, [parent, name]: [number, string], cb) => rmdir.call(ops, ctx, parent, name, cb));
   }
 
   private addFileHandlers(native: NativeBinding, set: HandlerSetter): void {
     const ops = this.ops;
     const { open, create, mknod, release, flush, fsync, read, write } = ops;
     if (open) {
-      set('open', (call, ctx, path: string, flags: number) => {
-        const finish = this.answer(native, call, 'open', path);
-        this.guard('open', path, finish, undefined, () => open.call(ops, ctx, path, flags, this.openAnswer('open', path, finish)));
+      set('open', (call, ctx, ino: number, flags: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'open', where);
+        this.guard('open', where, finish, undefined, () => open.call(ops, ctx, ino, flags, this.openAnswer('open', where, finish)));
       });
     }
     if (create) {
-      set('create', (call, ctx, path: string, mode: number, flags: number) => {
-        const finish = this.answer(native, call, 'create', path);
-        this.guard('create', path, finish, undefined, () => create.call(ops, ctx, path, mode, flags, this.openAnswer('create', path, finish)));
+      set('create', (call, ctx, parent: number, name: string, mode: number, flags: number) => {
+        const where = targetOf(parent, name);
+        const finish = this.answer(native, call, 'create', where);
+        this.guard('create', where, finish, undefined, () => create.call(ops, ctx, parent, name, mode, flags, (result, st, fh, reply) => {
+          this.guard('create', where, finish, undefined, () => {
+            const r = this.status('create', where, result);
+            if (r !== 0) return finish(r);
+            finish(0, encodeStat(st), checkCount(fh ?? 0, 'fh'), encodeOpenReply(reply));
+          });
+        }));
       });
     }
-    if (mknod) this.addStatusOp<[string, number, number]>(native, set, 'mknod', (ctx, [path, mode, rdev], cb) => mknod.call(ops, ctx, path, mode, rdev, cb));
-    if (release) this.addStatusOp<[string, number, number]>(native, set, 'release', (ctx, [path, fh, flags], cb) => release.call(ops, ctx, path, fh, flags, cb));
-    if (flush) this.addStatusOp<[string, number]>(native, set, 'flush', (ctx, [path, fh], cb) => flush.call(ops, ctx, path, fh, cb));
-    if (fsync) this.addStatusOp<[string, number, number]>(native, set, 'fsync', (ctx, [path, datasync, fh], cb) => fsync.call(ops, ctx, path, datasync !== 0, fh, cb));
+    if (mknod) {
+      set('mknod', (call, ctx, parent: number, name: string, mode: number, rdev: number) => {
+        const where = targetOf(parent, name);
+        const finish = this.answer(native, call, 'mknod', where);
+        this.guard('mknod', where, finish, undefined, () => mknod.call(ops, ctx, parent, name, mode, rdev, this.statAnswer('mknod', where, finish)));
+      });
+    }
+    if (release) this.addStatusOp(native, set, 'release', inoTarget, (ctx, [ino, fh, flags]: [number, number, number], cb) => release.call(ops, ctx, ino, fh, flags, cb));
+    if (flush) this.addStatusOp(native, set, 'flush', inoTarget, (ctx, [ino, fh]: [number, number], cb) => flush.call(ops, ctx, ino, fh, cb));
+    if (fsync) this.addStatusOp(native, set, 'fsync', inoTarget, (ctx, [ino, datasync, fh]: [number, number, number], cb) => fsync.call(ops, ctx, ino, datasync !== 0, fh, cb));
     for (const [name, io] of [['read', read], ['write', write]] as const) {
       if (!io) continue;
-      set(name, (call, ctx, path: string, fh: number, buffer: Buffer, offset: number) => {
+      set(name, (call, ctx, ino: number, fh: number, buffer: Buffer, offset: number) => {
         // The ArrayBuffer goes back with every answer so the addon can detach it.
         const arrayBuffer = buffer.buffer;
-        const finish = this.answer(native, call, name, path, arrayBuffer);
-        this.guard(name, path, finish, arrayBuffer, () => io.call(ops, ctx, path, fh, buffer, offset, (result) => {
-          finish(this.byteCount(name, path, result, buffer.length), arrayBuffer);
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, name, where, arrayBuffer);
+        this.guard(name, where, finish, arrayBuffer, () => io.call(ops, ctx, ino, fh, buffer, offset, (result) => {
+          finish(this.byteCount(name, where, result, buffer.length), arrayBuffer);
         }));
       });
     }
@@ -778,16 +940,32 @@ export class Fuse {
   private addNameHandlers(native: NativeBinding, set: HandlerSetter): void {
     const ops = this.ops;
     const { unlink, rename, link, symlink, readlink } = ops;
-    if (unlink) this.addStatusOp<[string]>(native, set, 'unlink', (ctx, [path], cb) => unlink.call(ops, ctx, path, cb));
-    if (rename) this.addStatusOp<[string, string]>(native, set, 'rename', (ctx, [from, to], cb) => rename.call(ops, ctx, from, to, cb));
-    if (link) this.addStatusOp<[string, string]>(native, set, 'link', (ctx, [from, to], cb) => link.call(ops, ctx, from, to, cb));
-    if (symlink) this.addStatusOp<[string, string]>(native, set, 'symlink', (ctx, [target, linkPath], cb) => symlink.call(ops, ctx, target, linkPath, cb));
+    if (unlink) this.addStatusOp(native, set, 'unlink', entryTarget, (ctx, [parent, name]: [number, string], cb) => unlink.call(ops, ctx, parent, name, cb));
+    if (rename) {
+      this.addStatusOp(native, set, 'rename', entryTarget,
+        (ctx, [parent, name, newParent, newName]: [number, string, number, string], cb) => rename.call(ops, ctx, parent, name, newParent, newName, cb));
+    }
+    if (link) {
+      set('link', (call, ctx, ino: number, newParent: number, newName: string) => {
+        const where = targetOf(newParent, newName);
+        const finish = this.answer(native, call, 'link', where);
+        this.guard('link', where, finish, undefined, () => link.call(ops, ctx, ino, newParent, newName, this.statAnswer('link', where, finish)));
+      });
+    }
+    if (symlink) {
+      set('symlink', (call, ctx, target: string, parent: number, name: string) => {
+        const where = targetOf(parent, name);
+        const finish = this.answer(native, call, 'symlink', where);
+        this.guard('symlink', where, finish, undefined, () => symlink.call(ops, ctx, target, parent, name, this.statAnswer('symlink', where, finish)));
+      });
+    }
     if (readlink) {
-      set('readlink', (call, ctx, path: string) => {
-        const finish = this.answer(native, call, 'readlink', path);
-        this.guard('readlink', path, finish, undefined, () => readlink.call(ops, ctx, path, (result, target) => {
-          this.guard('readlink', path, finish, undefined, () => {
-            const r = this.status('readlink', path, result);
+      set('readlink', (call, ctx, ino: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'readlink', where);
+        this.guard('readlink', where, finish, undefined, () => readlink.call(ops, ctx, ino, (result, target) => {
+          this.guard('readlink', where, finish, undefined, () => {
+            const r = this.status('readlink', where, result);
             if (r !== 0) return finish(r);
             if (typeof target !== 'string') throw new TypeError('readlink answered 0 without a target');
             finish(0, target);
@@ -801,16 +979,18 @@ export class Fuse {
     const ops = this.ops;
     const { setxattr, getxattr, listxattr, removexattr } = ops;
     if (setxattr) {
-      // args: path, name, value (a copy), flags
-      this.addStatusOp<[string, string, Buffer, number]>(native, set, 'setxattr', (ctx, [path, name, value, flags], cb) => setxattr.call(ops, ctx, path, name, value, flags, cb));
+      // args: ino, name, value (a copy), flags
+      this.addStatusOp(native, set, 'setxattr', inoTarget,
+        (ctx, [ino, name, value, flags]: [number, string, Buffer, number], cb) => setxattr.call(ops, ctx, ino, name, value, flags, cb));
     }
-    if (removexattr) this.addStatusOp<[string, string]>(native, set, 'removexattr', (ctx, [path, name], cb) => removexattr.call(ops, ctx, path, name, cb));
+    if (removexattr) this.addStatusOp(native, set, 'removexattr', inoTarget, (ctx, [ino, name]: [number, string], cb) => removexattr.call(ops, ctx, ino, name, cb));
     if (getxattr) {
-      set('getxattr', (call, ctx, path: string, name: string) => {
-        const finish = this.answer(native, call, 'getxattr', path);
-        this.guard('getxattr', path, finish, undefined, () => getxattr.call(ops, ctx, path, name, (result, value) => {
-          this.guard('getxattr', path, finish, undefined, () => {
-            const r = this.status('getxattr', path, result);
+      set('getxattr', (call, ctx, ino: number, name: string) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'getxattr', where);
+        this.guard('getxattr', where, finish, undefined, () => getxattr.call(ops, ctx, ino, name, (result, value) => {
+          this.guard('getxattr', where, finish, undefined, () => {
+            const r = this.status('getxattr', where, result);
             if (r !== 0) return finish(r);
             if (!Buffer.isBuffer(value)) throw new TypeError('getxattr answered 0 without a Buffer');
             finish(0, value);
@@ -819,11 +999,12 @@ export class Fuse {
       });
     }
     if (listxattr) {
-      set('listxattr', (call, ctx, path: string) => {
-        const finish = this.answer(native, call, 'listxattr', path);
-        this.guard('listxattr', path, finish, undefined, () => listxattr.call(ops, ctx, path, (result, names) => {
-          this.guard('listxattr', path, finish, undefined, () => {
-            const r = this.status('listxattr', path, result);
+      set('listxattr', (call, ctx, ino: number) => {
+        const where = targetOf(ino);
+        const finish = this.answer(native, call, 'listxattr', where);
+        this.guard('listxattr', where, finish, undefined, () => listxattr.call(ops, ctx, ino, (result, names) => {
+          this.guard('listxattr', where, finish, undefined, () => {
+            const r = this.status('listxattr', where, result);
             if (r !== 0) return finish(r);
             finish(0, encodeNames(names, 'listxattr', true));
           });

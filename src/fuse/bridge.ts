@@ -1,30 +1,44 @@
 /**
- * The FUSE bridge: turns binding callbacks (binding.ts) into PathOps calls and their results
- * or FsErrors into answers (errno.ts). Mechanical on purpose: no file system logic here.
+ * The FUSE bridge: turns binding callbacks (binding.ts, libfuse's low-level inode-based API)
+ * into FileSystem calls (src/inode/fs.ts, inode-based too) and their results or FsErrors into
+ * answers (errno.ts). Mechanical on purpose: the kernel's nodeid is our inode number, so no
+ * paths are built or resolved; the only state here is per-open-directory listings and the
+ * per-inode cache key that decides keep_cache at open.
  */
 import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
 import { statfs } from 'node:fs/promises';
-import { Fuse, type CallerContext, type FuseOperations, type FuseOptionValue, type Stat, type MountState } from './binding.js';
+import { Fuse, type CallerContext, type DirentStat, type FuseOperations, type FuseOptionValue, type Stat, type MountState, type SetAttr } from './binding.js';
 import { toErrno, type Logger } from './errno.js';
-import { PathOps } from './ops.js';
+import { fsError } from '../errors.js';
 import type { FileSystem } from '../inode/fs.js';
-import type { Attr, Ctx } from '../inode/types.js';
+import { rootIno, S_IFDIR, S_IFREG, type Attr, type Ctx } from '../inode/types.js';
 import type { MountOptions } from './main.js';
 
 export interface MountHandle {
   unmount(): Promise<void>;
   /** Resolves when the FUSE session ends (unmounted from outside, e.g. fusermount -u). */
   ended: Promise<number>;
+  /** Drops the kernel's cached attributes and pages of `ino` (its content changed behind it). */
+  invalidate(ino: number): void;
 }
 
 /** Attribute and entry cache timeout in seconds: short, so other machines' changes show within about a second. */
 const cacheTimeoutSeconds = 1;
+const R_OK = 4;
+const W_OK = 2;
+const X_OK = 1;
+const O_ACCMODE = 3;
+const O_TRUNC = constants.O_TRUNC ?? 0o1000;
+/** Entries of the keep_cache table before it is cleared (it only saves re-reads). */
+const cacheKeyCountMax = 100_000;
 
-function toStat(attr: Attr): Stat {
+/** Attributes as the kernel sees them; `uid`/`gid` override the owner (-o uid=, gid=). */
+function toStat(attr: Attr, owner: { uid?: number | undefined; gid?: number | undefined }): Stat {
   return {
     mode: attr.mode,
-    uid: attr.uid,
-    gid: attr.gid,
+    uid: owner.uid ?? attr.uid,
+    gid: owner.gid ?? attr.gid,
     size: attr.size,
     nlink: attr.nlink,
     ino: attr.ino,
@@ -41,84 +55,177 @@ function toCtx(c: CallerContext): Ctx {
   return { uid: c.uid, gid: c.gid, pid: c.pid };
 }
 
+/** One open directory: its listing as of opendir (or the last rewind), "." and ".." first. */
+interface DirListing {
+  names: string[];
+  stats: DirentStat[];
+}
+
+/** Checks `mask` (R_OK|W_OK|X_OK) against the caller; under default_permissions the kernel does this itself. */
+function checkAccess(ctx: Ctx, attr: Attr, mask: number): void {
+  if (ctx.uid === 0) {
+    if ((mask & X_OK) !== 0 && (attr.mode & 0o111) === 0 && (attr.mode & 0o170000) !== S_IFDIR) throw fsError('EACCES', 'not executable', `inode ${attr.ino}`);
+    return;
+  }
+  const bits = ctx.uid === attr.uid ? (attr.mode >> 6) & 7 : ctx.gid === attr.gid ? (attr.mode >> 3) & 7 : attr.mode & 7;
+  const want = mask & (R_OK | W_OK | X_OK);
+  if ((bits & want) !== want) throw fsError('EACCES', 'permission denied', `inode ${attr.ino}`);
+}
+
 /** The FuseOperations of a file system: every call goes through `run`, which maps errors once. */
-export function makeOperations(fs: FileSystem, log: Logger): FuseOperations {
-  const ops = new PathOps(fs);
-  const run = <T>(what: string, path: string, cb: (result: number, value?: T) => void, fn: () => T): void => {
+export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: number | undefined; gid?: number | undefined } = {}): FuseOperations {
+  const run = <T>(what: string, target: number, cb: (result: number, value?: T) => void, fn: () => T): void => {
     let value: T;
     try {
       value = fn();
     } catch (e) {
-      cb(toErrno(e, `${what} ${path}`, log));
+      cb(toErrno(e, `${what} ino ${target}`, log));
       return;
     }
     cb(0, value);
   };
-  const status = (what: string, path: string, cb: (result: number) => void, fn: () => void): void => run(what, path, cb, fn);
+  const status = (what: string, target: number, cb: (result: number) => void, fn: () => void): void => run(what, target, cb, fn);
+  const stat = (attr: Attr): Stat => toStat(attr, owner);
+
+  const dirs = new Map<number, DirListing>();
+  let dirNext = 1;
+  const listing = (ino: number): DirListing => {
+    const names = ['.', '..'];
+    let parent = ino;
+    if (ino !== rootIno) parent = fs.lookup(ino, '..').ino;
+    const stats: DirentStat[] = [{ ino, mode: S_IFDIR }, { ino: parent, mode: S_IFDIR }];
+    for (const entry of fs.readdir(ino)) {
+      names.push(entry.name);
+      stats.push({ ino: entry.ino, mode: entry.typeBits });
+    }
+    return { names, stats };
+  };
+
+  /**
+   * keep_cache at open, as libfuse's auto_cache did: the kernel keeps the pages it has of a
+   * file only while the file's (mtime, size, generation) is what it was at the last open.
+   * Writes through the kernel keep its pages current; anything else changes mtime or the
+   * generation, and then the pages are dropped at the next open.
+   */
+  const cacheKeys = new Map<number, string>();
+  const keepCache = (attr: Attr): boolean => {
+    const key = `${attr.mtimeNs}:${attr.size}:${attr.generation}`;
+    const keep = cacheKeys.get(attr.ino) === key;
+    if (!keep) {
+      if (cacheKeys.size >= cacheKeyCountMax) cacheKeys.clear();
+      cacheKeys.set(attr.ino, key);
+    }
+    return keep;
+  };
+
+  const setattr = (c: Ctx, ino: number, attr: SetAttr): Attr => {
+    if (attr.mode !== undefined) fs.chmod(c, ino, attr.mode);
+    if (attr.uid !== undefined || attr.gid !== undefined) fs.chown(c, ino, attr.uid ?? -1, attr.gid ?? -1);
+    if (attr.size !== undefined) fs.truncate(c, ino, attr.size);
+    if (attr.atime !== undefined || attr.mtime !== undefined) fs.utimens(c, ino, attr.atime ?? 'omit', attr.mtime ?? 'omit');
+    return fs.getattr(ino);
+  };
+
   return {
-    getattr: (_c, path, cb) => run('getattr', path, cb, () => toStat(ops.getattr(path))),
-    fgetattr: (_c, path, fh, cb) => run('fgetattr', path, cb, () => toStat(ops.fgetattr(fh, path))),
-    access: (c, path, mask, cb) => status('access', path, cb, () => ops.access(toCtx(c), path, mask)),
-    statfs: (_c, path, cb) => run('statfs', path, cb, () => ({ ...ops.statfs(), fsid: 0, flag: 0 })),
-    opendir: (_c, path, _flags, cb) => run('opendir', path, cb, () => 0),
-    readdir: (_c, path, _fh, cb) => {
+    lookup: (_c, parent, name, cb) => run('lookup', parent, cb, () => stat(fs.lookup(parent, name))),
+    getattr: (_c, ino, _fh, cb) => run('getattr', ino, cb, () => stat(fs.getattr(ino))),
+    setattr: (c, ino, _fh, attr, cb) => run('setattr', ino, cb, () => stat(setattr(toCtx(c), ino, attr))),
+    access: (c, ino, mask, cb) => status('access', ino, cb, () => checkAccess(toCtx(c), fs.getattr(ino), mask)),
+    statfs: (_c, ino, cb) => run('statfs', ino, cb, () => ({ ...fs.statfs(), fsid: 0, flag: 0 })),
+    opendir: (_c, ino, _flags, cb) => run('opendir', ino, cb, () => {
+      const fh = dirNext++;
+      dirs.set(fh, listing(ino));
+      return fh;
+    }),
+    readdir: (_c, ino, fh, offset, maxCount, cb) => {
+      let dir: DirListing;
       try {
-        const { names, stats } = ops.readdir(path);
-        cb(0, names, stats);
+        let open = dirs.get(fh);
+        if (open === undefined) throw fsError('EBADF', `no open directory handle ${fh}`);
+        if (offset === 0) {
+          open = listing(ino); // a rewind sees the directory as it is now
+          dirs.set(fh, open);
+        }
+        dir = open;
       } catch (e) {
-        cb(toErrno(e, `readdir ${path}`, log));
+        cb(toErrno(e, `readdir ino ${ino}`, log));
+        return;
+      }
+      cb(0, dir.names.slice(offset, offset + maxCount), dir.stats.slice(offset, offset + maxCount));
+    },
+    releasedir: (_c, _ino, fh, cb) => {
+      dirs.delete(fh);
+      cb(0);
+    },
+    fsyncdir: (_c, ino, _datasync, _fh, cb) => {
+      fs.fsync().then(() => cb(0), (e: unknown) => cb(toErrno(e, `fsyncdir ino ${ino}`, log)));
+    },
+    create: (c, parent, name, mode, _flags, cb) => {
+      let attr: Attr;
+      let fh: number;
+      try {
+        attr = fs.mknod(toCtx(c), parent, name, S_IFREG | (mode & 0o7777));
+        fh = fs.open(attr.ino);
+      } catch (e) {
+        cb(toErrno(e, `create ino ${parent}/${name}`, log));
+        return;
+      }
+      keepCache(attr);
+      cb(0, stat(attr), fh, { keepCache: false });
+    },
+    mknod: (c, parent, name, mode, rdev, cb) => run('mknod', parent, cb, () => stat(fs.mknod(toCtx(c), parent, name, mode, rdev))),
+    open: (c, ino, flags, cb) => {
+      let fh: number;
+      let keep: boolean;
+      try {
+        if ((flags & O_TRUNC) !== 0 && (flags & O_ACCMODE) !== 0) fs.truncate(toCtx(c), ino, 0);
+        keep = keepCache(fs.getattr(ino));
+        fh = fs.open(ino);
+      } catch (e) {
+        cb(toErrno(e, `open ino ${ino}`, log));
+        return;
+      }
+      cb(0, fh, { keepCache: keep });
+    },
+    release: (_c, ino, fh, _flags, cb) => status('release', ino, cb, () => fs.release(fh)),
+    flush: (_c, ino, _fh, cb) => status('flush', ino, cb, () => fs.flushFile(ino)),
+    fsync: (_c, ino, _datasync, _fh, cb) => {
+      fs.fsync(ino).then(() => cb(0), (e: unknown) => cb(toErrno(e, `fsync ino ${ino}`, log)));
+    },
+    read: (_c, ino, _fh, buffer, offset, cb) => {
+      try {
+        const data = fs.read(ino, offset, buffer.length);
+        data.copy(buffer, 0);
+        cb(data.length);
+      } catch (e) {
+        cb(toErrno(e, `read ino ${ino}`, log));
       }
     },
-    releasedir: (_c, _path, _fh, cb) => cb(0),
-    fsyncdir: (_c, path, _datasync, _fh, cb) => {
-      fs.fsync().then(() => cb(0), (e: unknown) => cb(toErrno(e, `fsyncdir ${path}`, log)));
-    },
-    create: (c, path, mode, _flags, cb) => run('create', path, cb, () => ops.create(toCtx(c), path, mode)),
-    mknod: (c, path, mode, rdev, cb) => status('mknod', path, cb, () => ops.mknod(toCtx(c), path, mode, rdev)),
-    open: (c, path, flags, cb) => run('open', path, cb, () => ops.open(toCtx(c), path, flags)),
-    release: (_c, path, fh, _flags, cb) => status('release', path, cb, () => ops.release(fh)),
-    flush: (_c, path, fh, cb) => status('flush', path, cb, () => ops.flush(fh)),
-    fsync: (_c, path, _datasync, fh, cb) => {
-      ops.fsync(fh).then(() => cb(0), (e: unknown) => cb(toErrno(e, `fsync ${path}`, log)));
-    },
-    read: (_c, path, fh, buffer, offset, cb) => {
+    write: (c, ino, _fh, buffer, offset, cb) => {
       try {
-        cb(ops.read(fh, buffer, buffer.length, offset));
+        cb(fs.write(toCtx(c), ino, offset, buffer));
       } catch (e) {
-        cb(toErrno(e, `read ${path}`, log));
+        cb(toErrno(e, `write ino ${ino}`, log));
       }
     },
-    write: (c, path, fh, buffer, offset, cb) => {
-      try {
-        cb(ops.write(toCtx(c), fh, buffer, buffer.length, offset));
-      } catch (e) {
-        cb(toErrno(e, `write ${path}`, log));
-      }
-    },
-    truncate: (c, path, size, cb) => status('truncate', path, cb, () => ops.truncate(toCtx(c), path, size)),
-    ftruncate: (c, path, fh, size, cb) => status('ftruncate', path, cb, () => ops.ftruncate(toCtx(c), fh, size)),
-    mkdir: (c, path, mode, cb) => status('mkdir', path, cb, () => ops.mkdir(toCtx(c), path, mode)),
-    rmdir: (c, path, cb) => status('rmdir', path, cb, () => ops.rmdir(toCtx(c), path)),
-    unlink: (c, path, cb) => status('unlink', path, cb, () => ops.unlink(toCtx(c), path)),
-    rename: (c, from, to, cb) => status('rename', from, cb, () => ops.rename(toCtx(c), from, to)),
-    link: (c, from, to, cb) => status('link', to, cb, () => ops.link(toCtx(c), from, to)),
-    symlink: (c, target, path, cb) => status('symlink', path, cb, () => ops.symlink(toCtx(c), target, path)),
-    readlink: (_c, path, cb) => run('readlink', path, cb, () => ops.readlink(path)),
-    chmod: (c, path, mode, cb) => status('chmod', path, cb, () => ops.chmod(toCtx(c), path, mode)),
-    chown: (c, path, uid, gid, cb) => status('chown', path, cb, () => ops.chown(toCtx(c), path, uid, gid)),
-    utimens: (c, path, atime, mtime, cb) => status('utimens', path, cb, () => ops.utimens(toCtx(c), path, atime, mtime)),
-    setxattr: (_c, path, name, value, flags, cb) => status('setxattr', path, cb, () => ops.setxattr(path, name, value, flags)),
-    getxattr: (_c, path, name, cb) => run('getxattr', path, cb, () => ops.getxattr(path, name)),
-    listxattr: (_c, path, cb) => run('listxattr', path, cb, () => ops.listxattr(path)),
-    removexattr: (_c, path, name, cb) => status('removexattr', path, cb, () => ops.removexattr(path, name)),
+    mkdir: (c, parent, name, mode, cb) => run('mkdir', parent, cb, () => stat(fs.mkdir(toCtx(c), parent, name, mode))),
+    rmdir: (c, parent, name, cb) => status('rmdir', parent, cb, () => fs.rmdir(toCtx(c), parent, name)),
+    unlink: (c, parent, name, cb) => status('unlink', parent, cb, () => fs.unlink(toCtx(c), parent, name)),
+    rename: (c, parent, name, newParent, newName, cb) => status('rename', parent, cb, () => fs.rename(toCtx(c), parent, name, newParent, newName)),
+    link: (c, ino, newParent, newName, cb) => run('link', ino, cb, () => stat(fs.link(toCtx(c), ino, newParent, newName))),
+    symlink: (c, target, parent, name, cb) => run('symlink', parent, cb, () => stat(fs.symlink(toCtx(c), parent, name, target))),
+    readlink: (_c, ino, cb) => run('readlink', ino, cb, () => fs.readlink(ino)),
+    setxattr: (_c, ino, name, value, flags, cb) => status('setxattr', ino, cb, () => fs.setxattr(ino, name, value, flags)),
+    getxattr: (_c, ino, name, cb) => run('getxattr', ino, cb, () => fs.getxattr(ino, name)),
+    listxattr: (_c, ino, cb) => run('listxattr', ino, cb, () => fs.listxattr(ino)),
+    removexattr: (_c, ino, name, cb) => status('removexattr', ino, cb, () => fs.removexattr(ino, name)),
   };
 }
 
-/** libfuse options of a zippy-fs mount. */
+/** libfuse options of a zippy-fs mount (uid/gid are applied by the bridge, not libfuse). */
 export function fuseOptionsFor(options: MountOptions): Record<string, FuseOptionValue> {
   const fuseOptions: Record<string, FuseOptionValue> = {
     default_permissions: true,
-    auto_cache: true,
     attr_timeout: cacheTimeoutSeconds,
     entry_timeout: cacheTimeoutSeconds,
     negative_timeout: 0,
@@ -126,8 +233,6 @@ export function fuseOptionsFor(options: MountOptions): Record<string, FuseOption
     subtype: 'zippy',
   };
   if (options.allowOther) fuseOptions['allow_other'] = true;
-  if (options.uid !== undefined) fuseOptions['uid'] = options.uid;
-  if (options.gid !== undefined) fuseOptions['gid'] = options.gid;
   if (options.debug) fuseOptions['debug'] = true;
   for (const extra of options.extra) {
     const eq = extra.indexOf('=');
@@ -138,13 +243,19 @@ export function fuseOptionsFor(options: MountOptions): Record<string, FuseOption
 
 /** Mounts `fs` at options.mountpoint and resolves once the kernel has initialised the mount. */
 export async function mountBridge(fs: FileSystem, options: MountOptions, log: Logger): Promise<MountHandle> {
-  const fuse = new Fuse(options.mountpoint, makeOperations(fs, log), {
+  const owner = { uid: options.uid, gid: options.gid };
+  const fuse = new Fuse(options.mountpoint, makeOperations(fs, log, owner), {
     fuseOptions: fuseOptionsFor(options),
-    singleThreaded: options.singleThreaded,
-    onError: (error, op, path) => log(`bridge error in ${op} ${path ?? ''}: ${String((error as Error)?.stack ?? error)}`),
+    // Default: the JS thread reads the FUSE device. -s keeps libfuse's own single-threaded
+    // loop (one libfuse thread reads and hands each request to the JS thread).
+    ...(options.singleThreaded ? { reader: 'threads' as const, singleThreaded: true } : {}),
+    onError: (error, op, target) => log(`bridge error in ${op} ${target ?? ''}: ${String((error as Error)?.stack ?? error)}`),
   });
   await fuse.mount();
-  return { unmount: () => fuse.unmount(), ended: fuse.ended };
+  // Another machine's version replaced a file's content: the kernel's pages of it are stale
+  // (open files keep them; keep_cache would keep them across opens too).
+  fs.onContentReplaced((ino) => void fuse.invalidate(ino));
+  return { unmount: () => fuse.unmount(), ended: fuse.ended, invalidate: (ino) => void fuse.invalidate(ino) };
 }
 
 /** How long a listed mount may take to answer statfs before it counts as live (hung, not dead). */

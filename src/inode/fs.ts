@@ -63,6 +63,7 @@ export class FileSystem {
   private lastCleanMs = Date.now();
   private external: ExternalBlockReader | undefined;
   private readonly changeListeners: ChangeListener[] = [];
+  private readonly replaceListeners: ChangeListener[] = [];
 
   constructor(store: Store, options: FileSystemOptions = {}) {
     this.store = store;
@@ -86,6 +87,14 @@ export class FileSystem {
     this.changeListeners.push(listener);
   }
 
+  /**
+   * Registers a listener called after replaceContent has installed another version of a file,
+   * outside the transaction: the FUSE layer drops the kernel's cached pages of it.
+   */
+  onContentReplaced(listener: ChangeListener): void {
+    this.replaceListeners.push(listener);
+  }
+
   // ---------------------------------------------------------------- lookup and attributes
 
   /** The inode number of an absolute path. */
@@ -102,8 +111,9 @@ export class FileSystem {
   }
 
   /**
-   * Walks path components from the root, through the path cache: FUSE's path-based API names
-   * every file by its whole path, so the same directories are walked for every request. The
+   * Walks path components from the root, through the path cache: the sync port names files by
+   * their whole paths, so the same directories are walked again and again (the FUSE layer is
+   * inode-based and does not resolve paths). The
    * cache holds only successful walks and is cleared whenever a directory entry is removed or a
    * transaction fails (direntRemove, commit), which are the only ways an existing path can come
    * to name another inode or none; adding an entry never changes an existing path.
@@ -623,6 +633,7 @@ export class FileSystem {
       this.putInode(ino, rec);
     });
     this.cache.dropFrom(ino, 0);
+    for (const listener of this.replaceListeners) listener(ino);
   }
 
   // ---------------------------------------------------------------- internals: inodes

@@ -482,7 +482,7 @@ export class SyncEngine {
     const now = Date.now();
     const rows = this.port.outbox();
     const ready = rows.filter((row) => {
-      if (all || !this.port.beingWritten(row.ino, writingQuietMs)) {
+      if (all || !this.port.beingWritten(row.ino, writingQuietMs) || this.lostName(row.ino)) {
         this.deferredSince.delete(row.ino);
         return true;
       }
@@ -494,6 +494,19 @@ export class SyncEngine {
     });
     if (ready.length < rows.length) this.publishSoon();
     return ready;
+  }
+
+  /**
+   * True when `ino` no longer has a name it was published under (unlinked or renamed away).
+   * Such a file is published at once even while being written: its tombstone must go out with
+   * its parent directory's change, or the reconciler, seeing the parent published and the name
+   * still live in the versions, would install the old version at the name again.
+   */
+  private lostName(ino: number): boolean {
+    const ids = this.state.identities(ino);
+    if (ids.length === 0) return false;
+    const paths = this.port.node(ino) === undefined ? [] : this.port.pathsOf(ino);
+    return ids.some((id) => !paths.includes(id.path));
   }
 
   /** Splits drafts into archives under the soft limits; the blocks each must carry. */
