@@ -19,7 +19,7 @@ import { openSyncView } from '../src/sync/view.js';
 import { rootCtx } from '../src/inode/types.js';
 import {
   diffTrees, mountSkipReason, mountZippy, openSyncBox, readBoxFile, repoRoot, runTool, seededRandom, snapshotTree, scratchDirs,
-  type TestMount, type TreeEntry, writeBoxFile,
+  type TestMount, type TreeEntry, writeBoxFile, within,
 } from './fixtures.js';
 
 const skip = mountSkipReason();
@@ -34,20 +34,6 @@ function exportCli(args: string[], env: NodeJS.ProcessEnv = process.env): { stat
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-async function until(ms: number, what: string, probe: () => boolean): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    let ok = false;
-    try {
-      ok = probe();
-    } catch {
-      ok = false;
-    }
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** Files' mtimes to whole seconds (zip precision), directories' mtimes left out (never synced). */
 function comparable(tree: Map<string, TreeEntry>): Map<string, TreeEntry> {
@@ -105,7 +91,7 @@ test('export -o: unzip -t and python zipfile accept it, unzip gives the mount\'s
     await peer.cleanup();
     await a.remount();
     const mnt = a.mountpoint;
-    await until(5000, 'conflict copy', () => readdirSync(mnt).some((n) => n.startsWith('c.sync-conflict-')));
+    await within(5000, 'conflict copy', () => readdirSync(mnt).some((n) => n.startsWith('c.sync-conflict-')));
     const mountTree = comparable(snapshotTree(mnt));
     assert.ok([...mountTree.keys()].some((p) => p.startsWith('c.sync-conflict-')));
 

@@ -700,3 +700,22 @@ export class TestMachines {
     this.dirs.removeAll();
   }
 }
+
+/**
+ * Polls `probe` every 25 ms (a throw counts as false) until it holds; returns the milliseconds it
+ * took, or throws "<what>: not within <ms> ms". For changes that arrive through another process.
+ */
+export async function within(ms: number, what: string, probe: () => boolean | Promise<boolean>): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    let ok = false;
+    try {
+      ok = await probe();
+    } catch {
+      ok = false;
+    }
+    if (ok) return Date.now() - started;
+    if (Date.now() - started > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -10,24 +10,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { archivePaths, readIdx } from '../src/sync/archive-store.js';
 import { presentArchives } from '../src/sync/gc.js';
-import { mountSkipReason, mountZippy, openSyncBox, tempDir, writeBoxFile } from './fixtures.js';
+import { mountSkipReason, mountZippy, openSyncBox, tempDir, within, writeBoxFile } from './fixtures.js';
 
 const skip = mountSkipReason();
 
-async function until(ms: number, what: string, probe: () => boolean | Promise<boolean>): Promise<void> {
-  const started = Date.now();
-  for (;;) {
-    let ok = false;
-    try {
-      ok = await probe();
-    } catch {
-      ok = false;
-    }
-    if (ok) return;
-    if (Date.now() - started > ms) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function fileData(i: number): Buffer {
   const data = Buffer.alloc(9000 + i * 100, 97 + (i % 26));
@@ -48,7 +34,7 @@ test('a mount keeps reading files whose archives another store repacked and dele
       writeBoxFile(a, `/f${i}.bin`, fileData(i));
       await a.engine.publishNow();
     }
-    await until(10_000, 'the mount imports every file', () => readFileSync(join(m.mountpoint, `f${count - 1}.bin`)).equals(fileData(count - 1)));
+    await within(10_000, 'the mount imports every file', () => readFileSync(join(m.mountpoint, `f${count - 1}.bin`)).equals(fileData(count - 1)));
     // Some files are read before the archives go (their zips are open in the mount), most are not.
     for (let i = 0; i < count; i += 4) assert.deepEqual(readFileSync(join(m.mountpoint, `f${i}.bin`)), fileData(i));
     const first = await a.engine.gcNow();
@@ -61,7 +47,7 @@ test('a mount keeps reading files whose archives another store repacked and dele
     assert.deepEqual([...await presentArchives(syncDir)], [first.repacked.name]);
     // The deletions may reach the mount in several batches (inotify events, rescans).
     const leftCount = (): number => [...m.logs().matchAll(/(\d+) archive\(s\) left the sync dir; their blocks are re-pointed/g)].reduce((sum, x) => sum + Number(x[1]), 0);
-    await until(10_000, 'the mount notices the archives left', () => leftCount() === count);
+    await within(10_000, 'the mount notices the archives left', () => leftCount() === count);
     for (let i = 0; i < count; i++) assert.deepEqual(readFileSync(join(m.mountpoint, `f${i}.bin`)), fileData(i), `f${i}.bin after its archive left`);
     assert.doesNotMatch(m.logs(), /no other archive here holds/);
   } finally {
@@ -88,7 +74,7 @@ test('-o keep_history=0: the mount retires the archives of overwritten versions 
     for (let step = 0; step < 8; step++) {
       writeFileSync(path, text(step));
       // Wait for the publish, so each version gets an archive of its own.
-      await until(10_000, `publish ${step}`, async () => {
+      await within(10_000, `publish ${step}`, async () => {
         for (const name of await presentArchives(syncDir)) {
           const idx = await readIdx(archivePaths(syncDir, name).idxPath);
           if (idx.versions.some((v) => v.path === 'f.txt' && v.sizeBytes === text(step).length)) return true;
@@ -96,7 +82,7 @@ test('-o keep_history=0: the mount retires the archives of overwritten versions 
         return false;
       });
     }
-    await until(30_000, 'old versions retired (after the 10 s grace period)', async () => (await archivesOf('f.txt')) <= 2);
+    await within(30_000, 'old versions retired (after the 10 s grace period)', async () => (await archivesOf('f.txt')) <= 2);
     assert.equal(readFileSync(path, 'utf8'), text(7));
     await m.unmount();
     const m2 = await mountZippy({ syncDir });

@@ -8,24 +8,10 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import assert from 'node:assert/strict';
 import { runTool } from './fixtures.js';
 import { join } from 'node:path';
-import { mountSkipReason, mountZippy, tempDir, type TestMount } from './fixtures.js';
+import { mountSkipReason, mountZippy, tempDir, type TestMount, within } from './fixtures.js';
 
 const skip = mountSkipReason();
 
-async function within(ms: number, what: string, probe: () => boolean): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    let ok = false;
-    try {
-      ok = probe();
-    } catch {
-      ok = false;
-    }
-    if (ok) return Date.now() - started;
-    if (Date.now() - started > ms) throw new Error(`${what}: not visible within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function mountAs(syncDir: string): Promise<TestMount> {
   process.env['XDG_CONFIG_HOME'] = tempDir('zippy-config-');

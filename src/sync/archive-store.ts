@@ -96,6 +96,17 @@ async function writeNewFileDurably(path: string, bytes: Uint8Array): Promise<voi
   }
 }
 
+/** True when `path` exists (lstat: a dangling symlink exists); other errors than ENOENT throw. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
 async function mustNotExist(path: string): Promise<void> {
   try {
     await lstat(path);

@@ -15,10 +15,10 @@
  * archive its visible tree needs. In an encrypted sync dir each chunk is sealed with the
  * filesystem key and bound to its chunk name, so the server cannot forge or swap entries.
  */
-import { lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FsError, assert, isFsError } from '../errors.js';
-import { fsyncDirectory } from './archive-store.js';
+import { fsyncDirectory, pathExists } from './archive-store.js';
 import { crc64 } from './crc64.js';
 import { openSealed, sealFile } from './crypto/index.js';
 import { isArchiveName, isHex128, newArchiveName, newTempName } from './names.js';
@@ -128,15 +128,6 @@ export function decodeRmChunk(bytes: Uint8Array, expectBoxid: string, place: str
   });
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  }
-}
 
 /**
  * Appends `entries` to this box's rm-log: one new chunk per rmChunkEntryCountMax entries, each
@@ -161,7 +152,7 @@ export async function appendRmLog(syncDir: string, boxid: string, entries: reado
     } finally {
       await handle.close();
     }
-    if (await exists(finalPath)) {
+    if (await pathExists(finalPath)) {
       await rm(tempPath, { force: true });
       throw new FsError('EEXIST', 'refusing to overwrite an rm-log chunk', finalPath);
     }

@@ -309,19 +309,8 @@ export const dataDescriptorSignature = 0x08074b50;
 export const extendedTimestampExtraId = 0x5455;
 export const extendedTimestampExtraSizeBytes = 9;
 
-/** One entry of a tree zip as both its headers describe it. */
-export interface TreeEntryRecord {
-  /** UTF-8 entry name; directories end with '/'. */
-  readonly name: Buffer;
-  readonly method: ZipMethod;
-  readonly crc32: number;
-  readonly storedSizeBytes: number;
-  readonly sizeBytes: number;
-  readonly dosDate: number;
-  readonly dosTime: number;
-  /** Unix mode including the file type bits. */
-  readonly unixMode: number;
-  readonly headerOffset: number;
+/** One entry of a tree zip as both its headers describe it: an archive entry plus its mtime. */
+export interface TreeEntryRecord extends EntryRecord {
   /** mtime in whole UTC seconds for the UT extra field; undefined when it does not fit a u32. */
   readonly mtimeSeconds: number | undefined;
   /** CRC-32 and sizes come after the data (the local header holds zeros). */

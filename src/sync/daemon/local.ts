@@ -14,7 +14,7 @@
 import { spawnSync } from 'node:child_process';
 import { link, lstat, mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fsyncDirectory } from '../archive-store.js';
+import { fsyncDirectory, pathExists } from '../archive-store.js';
 import { isHex128, tempNamePrefix } from '../names.js';
 import { rmLogDirName } from '../rmlog.js';
 import { addToInventory, emptyInventory, type Inventory } from './inventory.js';
@@ -94,15 +94,6 @@ function syncFileSystem(dir: string): boolean {
   return result.error === undefined && result.status === 0;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  }
-}
 
 /**
  * Moves downloaded files from `stagingDir` into the sync dir, phase by phase: each file fsynced,
@@ -117,7 +108,7 @@ export async function commitStaged(syncDir: string, stagingDir: string, phases: 
     for (const item of phase) {
       const staged = join(stagingDir, item.path);
       const target = join(syncDir, item.path);
-      if (!(await exists(staged)) || (item.after !== undefined && !(await exists(join(syncDir, item.after))))) {
+      if (!(await pathExists(staged)) || (item.after !== undefined && !(await pathExists(join(syncDir, item.after))))) {
         outcome.skipped.push(item.path);
         continue;
       }
