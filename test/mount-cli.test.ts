@@ -57,6 +57,18 @@ describe('zippy-fs command line', { skip }, () => {
     assert.ok(r.stderr.includes(join(dir, 'nope')));
   });
 
+  test('options of libfuse\'s high-level API and bad timeouts are usage errors (exit 2) that say why, before mounting', () => {
+    const dir = scratch();
+    fs.mkdirSync(join(dir, 'mnt'));
+    fs.mkdirSync(join(dir, 'sync'));
+    for (const option of ['use_ino', 'hard_remove', 'attr_timeout=-1']) {
+      const r = zippyFs(['-f', '-o', option, join(dir, 'mnt'), join(dir, 'sync')]);
+      assert.equal(r.status, 2, `${option}: ${r.stderr}`);
+      assert.match(r.stderr, option.includes('timeout') ? /seconds/ : /high-level API/);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  });
+
   test('wrong argument count is a usage error (exit 2)', () => {
     assert.equal(zippyFs(['-f']).status, 2);
   });

@@ -27,7 +27,8 @@ import { defaultConfigDir, ensureEncryptedSyncDir } from '../sync/crypto/index.j
 import { publishDelayMsDefault, SyncEngine } from '../sync/engine.js';
 import { gcIntervalMsDefault, keepHistoryMsDefault, keepHistoryMsMax } from '../sync/limits.js';
 import { isoOfNs, parseTimeNs } from '../sync/history.js';
-import { mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
+import { splitFuseOptions } from './binding.js';
+import { fuseOptionsFor, mountBridge, mountpointState, clearStaleMount, type MountHandle } from './bridge.js';
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2, busy: 3 } as const;
 
@@ -119,6 +120,12 @@ export function parseMountArgs(argv: string[]): MountOptions | 'help' {
   };
   for (const opt of (parsed.values.o ?? []).flatMap((o) => o.split(',')).filter((o) => o.length > 0)) applyOption(options, opt);
   if (options.debug) options.foreground = true;
+  try {
+    splitFuseOptions(fuseOptionsFor(options)); // refuses high-level-only libfuse options, bad timeouts
+  } catch (e) {
+    if (isFsError(e, 'EINVAL')) throw new UsageError(e.message.replace(/^EINVAL: /, ''));
+    throw e;
+  }
   return options;
 }
 
