@@ -154,21 +154,15 @@ function applyOption(options: MountOptions, opt: string): void {
     case 'debug':
       options.debug = true;
       return;
-    case 'publish_delay_ms': {
-      const ms = Number(requireValue(key, value));
-      if (!Number.isSafeInteger(ms) || ms < 0 || ms > 60_000) throw new UsageError('publish_delay_ms must be 0..60000');
-      options.publishDelayMs = ms;
+    case 'publish_delay_ms':
+      options.publishDelayMs = intOption(key, value, 60_000);
       return;
-    }
     case 'boxid_file':
       options.boxidFile = resolve(requireValue(key, value));
       return;
-    case 'gc_interval_ms': {
-      const ms = Number(requireValue(key, value));
-      if (!Number.isSafeInteger(ms) || ms < 0 || ms > 86_400_000) throw new UsageError('gc_interval_ms must be 0..86400000');
-      options.gcIntervalMs = ms;
+    case 'gc_interval_ms':
+      options.gcIntervalMs = intOption(key, value, 86_400_000);
       return;
-    }
     case 'keep_history':
       options.keepHistoryMs = parseDurationMs(requireValue(key, value));
       return;
@@ -186,6 +180,13 @@ function applyOption(options: MountOptions, opt: string): void {
     default:
       options.extra.push(opt);
   }
+}
+
+/** The integer value of option `key`, in 0..max, or a usage error naming the range. */
+function intOption(key: string, value: string | undefined, max: number): number {
+  const n = Number(requireValue(key, value));
+  if (!Number.isSafeInteger(n) || n < 0 || n > max) throw new UsageError(`${key} must be 0..${max}`);
+  return n;
 }
 
 function requireValue(key: string, value: string | undefined): string {
