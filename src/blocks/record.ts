@@ -90,11 +90,22 @@ export function size(payloadLengthBytes: number): number {
 
 /** Writes a data record for (ino, blockIndex, payload) at `target[at]` and returns its size; the caller sized `target` with size(). */
 export function encode(target: Buffer, at: number, ino: number, blockIndex: number, payload: Uint8Array): number {
+  const sizeBytes = headerSizeBytes + payload.length;
+  if (!(at >= 0 && at + sizeBytes <= target.length)) assert(false, `record of ${sizeBytes} bytes at ${at} fits in a buffer of ${target.length}`);
+  encodeHeader(target, at, ino, blockIndex, payload);
+  target.set(payload, at + headerSizeBytes);
+  return sizeBytes;
+}
+
+/**
+ * Writes the header of a data record for (ino, blockIndex, payload) at `target[at]`, checksum
+ * included; the payload follows it on disk but need not follow it in memory (gather writes).
+ */
+export function encodeHeader(target: Buffer, at: number, ino: number, blockIndex: number, payload: Uint8Array): void {
   const length = payload.length;
-  const sizeBytes = headerSizeBytes + length;
   // One cheap test on the hot path; the precise assertion messages are built only on failure.
   if (!(length >= payloadLengthMinBytes && length <= payloadLengthMaxBytes && Number.isSafeInteger(ino) && ino >= 0
-    && Number.isSafeInteger(blockIndex) && blockIndex >= 0 && at >= 0 && at + sizeBytes <= target.length)) {
+    && Number.isSafeInteger(blockIndex) && blockIndex >= 0 && at >= 0 && at + headerSizeBytes <= target.length)) {
     assertEncodeInput(target, at, ino, blockIndex, length);
   }
   target.writeUInt32LE(recordMagic, at + magicOffset);
@@ -105,10 +116,8 @@ export function encode(target: Buffer, at: number, ino: number, blockIndex: numb
   target.writeUInt32LE(0, at + crcOffset);
   writeU53(target, at + inoOffset, ino);
   writeU53(target, at + blockIndexOffset, blockIndex);
-  target.set(payload, at + headerSizeBytes);
-  // The crc field is zero at this point, so one pass over the contiguous record is the checksum.
-  target.writeUInt32LE(crc32(target.subarray(at, at + sizeBytes)), at + crcOffset);
-  return sizeBytes;
+  // The crc field is zero at this point: the checksum is the header's CRC continued over the payload.
+  target.writeUInt32LE(crc32(payload, crc32(target.subarray(at, at + headerSizeBytes))), at + crcOffset);
 }
 
 /**
@@ -124,6 +133,41 @@ export function decode(buf: Buffer, at: number, file: string, fileOffset: number
 /** Like decode(), but returns the reason as a string instead of throwing (for scans that expect damage). */
 export function tryDecode(buf: Buffer, at: number): DecodedRecord | string {
   const available = buf.length - at;
+  const header = tryDecodeHeader(buf, at);
+  if (typeof header === 'string') return header;
+  const sizeBytes = headerSizeBytes + header.payloadLengthBytes;
+  if (available < sizeBytes) return `truncated record: ${available} of ${sizeBytes} bytes`;
+  const computed = checksum(buf, at, sizeBytes);
+  if (header.crc32 !== computed) return checksumMismatch(header.crc32, computed);
+  return { kind: header.kind, ino: header.ino, blockIndex: header.blockIndex, payload: buf.subarray(at + headerSizeBytes, at + sizeBytes), sizeBytes };
+}
+
+/**
+ * Verifies a record read by a scatter read: its header at `header[at]` (in a scratch buffer the
+ * caller owns: the crc field is zeroed by this check) and its payload, exactly the length the
+ * header gives, in `payload`. Returns the owner, or the reason the record is bad.
+ */
+export function tryVerifySplit(header: Buffer, at: number, payload: Uint8Array): { ino: number; blockIndex: number } | string {
+  const fields = tryDecodeHeader(header, at);
+  if (typeof fields === 'string') return fields;
+  if (fields.payloadLengthBytes !== payload.length) return `record holds ${fields.payloadLengthBytes} payload bytes, location says ${payload.length}`;
+  header.writeUInt32LE(0, at + crcOffset);
+  const computed = crc32(payload, crc32(header.subarray(at, at + headerSizeBytes)));
+  if (fields.crc32 !== computed) return checksumMismatch(fields.crc32, computed);
+  return { ino: fields.ino, blockIndex: fields.blockIndex };
+}
+
+interface HeaderFields {
+  readonly kind: number;
+  readonly payloadLengthBytes: number;
+  readonly crc32: number;
+  readonly ino: number;
+  readonly blockIndex: number;
+}
+
+/** The header fields at `buf[at]` after every check that needs no payload, or the reason they are bad. */
+function tryDecodeHeader(buf: Buffer, at: number): HeaderFields | string {
+  const available = buf.length - at;
   if (at < 0 || available < headerSizeBytes) return `truncated record header: ${Math.max(0, available)} of ${headerSizeBytes} bytes`;
   const magic = buf.readUInt32LE(at + magicOffset);
   if (magic !== recordMagic) return `bad record magic 0x${hex32(magic)}, expected 0x${hex32(recordMagic)}`;
@@ -137,22 +181,21 @@ export function tryDecode(buf: Buffer, at: number): DecodedRecord | string {
   if (length < payloadLengthMinBytes || length > payloadLengthMaxBytes) {
     return `payload length ${length} outside ${payloadLengthMinBytes}..${payloadLengthMaxBytes}`;
   }
-  const sizeBytes = headerSizeBytes + length;
-  if (available < sizeBytes) return `truncated record: ${available} of ${sizeBytes} bytes`;
-  const stored = buf.readUInt32LE(at + crcOffset);
-  const computed = checksum(buf, at, sizeBytes);
-  if (stored !== computed) return `checksum mismatch: stored 0x${hex32(stored)}, computed 0x${hex32(computed)}`;
   const inoHigh = buf.readUInt32LE(at + inoOffset + 4);
   const blockIndexHigh = buf.readUInt32LE(at + blockIndexOffset + 4);
   if (inoHigh > u53HighMax) return `ino high word 0x${hex32(inoHigh)} exceeds 2^53`;
   if (blockIndexHigh > u53HighMax) return `block index high word 0x${hex32(blockIndexHigh)} exceeds 2^53`;
   return {
     kind,
+    payloadLengthBytes: length,
+    crc32: buf.readUInt32LE(at + crcOffset),
     ino: inoHigh * u32Span + buf.readUInt32LE(at + inoOffset),
     blockIndex: blockIndexHigh * u32Span + buf.readUInt32LE(at + blockIndexOffset),
-    payload: buf.subarray(at + headerSizeBytes, at + sizeBytes),
-    sizeBytes,
   };
+}
+
+function checksumMismatch(stored: number, computed: number): string {
+  return `checksum mismatch: stored 0x${hex32(stored)}, computed 0x${hex32(computed)}`;
 }
 
 /** The place string errors use for a record: the segment file and the record's offset in it. */
@@ -172,8 +215,7 @@ function assertEncodeInput(target: Buffer, at: number, ino: number, blockIndex: 
     `payload length ${length} within ${payloadLengthMinBytes}..${payloadLengthMaxBytes}`);
   assert(Number.isSafeInteger(ino) && ino >= 0, `ino ${ino} is a u53`);
   assert(Number.isSafeInteger(blockIndex) && blockIndex >= 0, `block index ${blockIndex} is a u53`);
-  const sizeBytes = headerSizeBytes + length;
-  assert(at >= 0 && at + sizeBytes <= target.length, `record of ${sizeBytes} bytes at ${at} fits in a buffer of ${target.length}`);
+  assert(at >= 0 && at + headerSizeBytes <= target.length, `record header at ${at} fits in a buffer of ${target.length}`);
 }
 
 function writeU53(target: Buffer, at: number, value: number): void {

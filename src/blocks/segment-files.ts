@@ -51,13 +51,49 @@ export function readFully(fd: number, buf: Buffer, length: number, position: num
   return done;
 }
 
-/** Writes `buf[0..length)` at `position`, looping over short writes. */
-export function writeFully(fd: number, buf: Buffer, length: number, position: number): void {
-  let done = 0;
+/**
+ * Scatter-reads `length` bytes (the vectors' total) at `position` into `vectors` in order and
+ * returns how many were read (fewer only at end of file). Short reads resume where they stopped.
+ */
+export function readvFully(fd: number, vectors: readonly Uint8Array[], length: number, position: number): number {
+  let done = fs.readvSync(fd, vectors, position);
+  if (done >= length || done === 0) return done;
+  // Rare: a short read in the middle (a signal, or the end of the file). Resume after it.
+  let skip = done;
+  let rest = [...vectors];
   while (done < length) {
-    const n = fs.writeSync(fd, buf, done, length - done, position + done);
+    while (rest.length > 0 && skip >= rest[0]!.length) {
+      skip -= rest[0]!.length;
+      rest = rest.slice(1);
+    }
+    if (rest.length === 0) break;
+    if (skip > 0) rest[0] = rest[0]!.subarray(skip);
+    skip = 0;
+    const n = fs.readvSync(fd, rest, position + done);
+    if (n === 0) break;
+    done += n;
+    skip = n;
+  }
+  return done;
+}
+
+/** Gather-writes the vectors (`length` bytes in total) at `position`, looping over short writes. */
+export function writevFully(fd: number, vectors: readonly Uint8Array[], length: number, position: number): void {
+  let done = fs.writevSync(fd, vectors, position);
+  let rest = vectors;
+  let skip = done;
+  while (done < length) {
+    while (rest.length > 0 && skip >= rest[0]!.length) {
+      skip -= rest[0]!.length;
+      rest = rest.slice(1);
+    }
+    assert(rest.length > 0, `gather write of ${length} bytes at ${position} has bytes left after ${done}`);
+    const head = rest[0]!.subarray(skip);
+    rest = [head, ...rest.slice(1)];
+    const n = fs.writevSync(fd, rest, position + done);
     assert(n > 0, `write made progress (${done} of ${length} bytes at ${position})`);
     done += n;
+    skip = n;
   }
 }
 

@@ -30,7 +30,7 @@ import * as blockRecord from './record.js';
 import { recover, validateHead, type SegmentLogOpenReport } from './recovery.js';
 import { scanSegmentFile, type ScanItem } from './scan.js';
 import {
-  fsyncDir, listSegmentNumbers, readFully, segmentNumberMax, segmentPath, toFsError, writeFully,
+  fsyncDir, listSegmentNumbers, readvFully, segmentNumberMax, segmentPath, toFsError, writevFully,
 } from './segment-files.js';
 import * as segmentHeader from './segment-header.js';
 
@@ -58,10 +58,10 @@ export interface SegmentLogOptions {
 export const segmentNumberFirst = 1;
 /** Default bound on open segment file descriptors. */
 export const openFileCountMaxDefault = 64;
-/** Initial size of the append buffer: a batch of 256 full blocks plus a segment header. */
-const batchSizeBytesInitial = 256 * blockRecord.recordSizeMaxBytes + segmentHeader.headerSizeBytes;
-/** The append buffer grows up to this; larger batches are written in several writes. */
-const batchSizeBytesMax = 16 * 1024 * 1024;
+/** Vectors per gather write (two per record), well below IOV_MAX (1024). */
+const appendVectorCountMax = 512;
+/** Records per scatter read: two vectors each, well below IOV_MAX (1024). */
+const runRecordCountMax = 256;
 /** The smallest segment that holds a header and one record of the largest size. */
 const segmentSizeMinBytes = segmentHeader.headerSizeBytes + blockRecord.recordSizeMaxBytes;
 
@@ -84,7 +84,10 @@ export class SegmentLog {
   /** Segments written since the last sync; their descriptors stay open until synced. */
   private readonly dirty = new Set<number>();
   private dirDirty = false;
-  private batch: Buffer = Buffer.allocUnsafeSlow(batchSizeBytesInitial);
+  /** Record headers (and a segment header) of the gather write in progress. */
+  private readonly headerBuffer: Buffer = Buffer.allocUnsafeSlow(segmentHeader.headerSizeBytes + (appendVectorCountMax / 2) * blockRecord.headerSizeBytes);
+  /** Record headers of a scatter read (readRunInto). */
+  private headerScratch: Buffer = Buffer.alloc(0);
   private failure: FsError | undefined;
   private closed = false;
 
@@ -156,68 +159,82 @@ export class SegmentLog {
    * naming the segment file and offset. Never returns wrong bytes.
    */
   read(loc: BlockLocation, expectedIno: number, expectedBlockIndex: number): Buffer {
-    this.assertOpen();
-    // Error places are built only on failure: this is the hot path of every cache miss.
-    checkLocation(loc, this);
-    const fd = this.fdForRead(loc);
-    const sizeBytes = blockRecord.size(loc.lengthBytes);
-    const buf = Buffer.allocUnsafe(sizeBytes);
-    let got: number;
-    try {
-      got = readFully(fd, buf, sizeBytes, loc.offset);
-    } catch (e) {
-      throw toFsError(e, `read of ${sizeBytes} bytes failed`, this.place(loc));
-    }
-    if (got < sizeBytes) throw corrupt(`short read: ${got} of ${sizeBytes} bytes (the file ends early)`, this.place(loc));
-    const record = blockRecord.tryDecode(buf, 0);
-    if (typeof record === 'string') throw corrupt(record, this.place(loc));
-    if (record.payload.length !== loc.lengthBytes) {
-      throw corrupt(`record holds ${record.payload.length} payload bytes, location says ${loc.lengthBytes}`, this.place(loc));
-    }
-    if (record.ino !== expectedIno || record.blockIndex !== expectedBlockIndex) {
-      throw corrupt(`record belongs to ino ${record.ino} block ${record.blockIndex}, expected ino ${expectedIno} block ${expectedBlockIndex}`,
-        this.place(loc));
-    }
-    return record.payload;
+    return this.readRun([loc], [expectedIno], [expectedBlockIndex])[0]!;
   }
 
   /**
    * Reads records that lie back to back in one segment (each starts where the previous one
-   * ends) with one positional read, verifying each exactly as read() does. `locs[i]` must
-   * belong to (inos[i], blockIndexes[i]). Returns the payloads, which share one buffer.
+   * ends), verifying each exactly as read() does. `locs[i]` must belong to (inos[i],
+   * blockIndexes[i]). Returns the payloads, which share one buffer.
    */
   readRun(locs: readonly BlockLocation[], inos: readonly number[], blockIndexes: readonly number[]): Buffer[] {
+    const total = locs.reduce((sum, loc) => sum + loc.lengthBytes, 0);
+    const buf = Buffer.allocUnsafe(total);
+    const targets: Buffer[] = [];
+    let at = 0;
+    for (const loc of locs) {
+      targets.push(buf.subarray(at, at + loc.lengthBytes));
+      at += loc.lengthBytes;
+    }
+    this.readRunInto(locs, inos, blockIndexes, targets);
+    return targets;
+  }
+
+  /**
+   * Like readRun, but reads each payload straight into `targets[i]` (at its start; the caller's
+   * buffers, at least locs[i].lengthBytes long) with one scatter read (preadv) per run: no
+   * buffer is allocated. On failure the targets hold unspecified bytes.
+   */
+  readRunInto(locs: readonly BlockLocation[], inos: readonly number[], blockIndexes: readonly number[], targets: readonly Uint8Array[]): void {
     this.assertOpen();
     const first = locs[0];
-    if (first === undefined) return [];
+    if (first === undefined) return;
+    assert(inos.length === locs.length && blockIndexes.length === locs.length && targets.length === locs.length,
+      `a run of ${locs.length} locations has as many owners and targets`);
+    for (let start = 0; start < locs.length; start += runRecordCountMax) {
+      this.readRunSlice(locs, inos, blockIndexes, targets, start, Math.min(locs.length, start + runRecordCountMax));
+    }
+  }
+
+  private readRunSlice(locs: readonly BlockLocation[], inos: readonly number[], blockIndexes: readonly number[],
+    targets: readonly Uint8Array[], start: number, end: number): void {
+    const first = locs[start]!;
+    const count = end - start;
+    if (this.headerScratch.length < count * blockRecord.headerSizeBytes) this.headerScratch = Buffer.allocUnsafeSlow(runRecordCountMax * blockRecord.headerSizeBytes);
+    const headers = this.headerScratch;
+    const vectors: Uint8Array[] = [];
     let spanBytes = 0;
-    for (const loc of locs) {
+    for (let i = start; i < end; i++) {
+      const loc = locs[i]!;
+      // Error places are built only on failure: this is the hot path of every cache miss.
       checkLocation(loc, this);
-      assert(loc.segment === first.segment && loc.offset === first.offset + spanBytes, `records of a run are adjacent: ${this.place(loc)}`);
+      if (loc.segment !== first.segment || loc.offset !== first.offset + spanBytes) assert(false, `records of a run are adjacent: ${this.place(loc)}`);
+      const target = targets[i]!;
+      if (target.length < loc.lengthBytes) assert(false, `target of ${target.length} bytes holds ${loc.lengthBytes}`);
+      const h = (i - start) * blockRecord.headerSizeBytes;
+      vectors.push(headers.subarray(h, h + blockRecord.headerSizeBytes), target.length === loc.lengthBytes ? target : target.subarray(0, loc.lengthBytes));
       spanBytes += blockRecord.size(loc.lengthBytes);
     }
     const fd = this.fdForRead(first);
-    const buf = Buffer.allocUnsafe(spanBytes);
     let got: number;
     try {
-      got = readFully(fd, buf, spanBytes, first.offset);
+      got = readvFully(fd, vectors, spanBytes, first.offset);
     } catch (e) {
       throw toFsError(e, `read of ${spanBytes} bytes failed`, this.place(first));
     }
-    const payloads: Buffer[] = [];
     let at = 0;
-    locs.forEach((loc, i) => {
-      if (got < at + blockRecord.size(loc.lengthBytes)) throw corrupt('short read: the file ends early', this.place(loc));
-      const record = blockRecord.tryDecode(buf, at);
-      if (typeof record === 'string') throw corrupt(record, this.place(loc));
-      if (record.payload.length !== loc.lengthBytes) throw corrupt(`record holds ${record.payload.length} payload bytes, location says ${loc.lengthBytes}`, this.place(loc));
-      if (record.ino !== inos[i] || record.blockIndex !== blockIndexes[i]) {
-        throw corrupt(`record belongs to ino ${record.ino} block ${record.blockIndex}, expected ino ${inos[i]} block ${blockIndexes[i]}`, this.place(loc));
+    for (let i = start; i < end; i++) {
+      const loc = locs[i]!;
+      const sizeBytes = blockRecord.size(loc.lengthBytes);
+      if (got < at + sizeBytes) throw corrupt(`short read: ${Math.max(0, got - at)} of ${sizeBytes} bytes (the file ends early)`, this.place(loc));
+      const h = (i - start) * blockRecord.headerSizeBytes;
+      const owner = blockRecord.tryVerifySplit(headers, h, vectors[2 * (i - start) + 1]!);
+      if (typeof owner === 'string') throw corrupt(owner, this.place(loc));
+      if (owner.ino !== inos[i] || owner.blockIndex !== blockIndexes[i]) {
+        throw corrupt(`record belongs to ino ${owner.ino} block ${owner.blockIndex}, expected ino ${inos[i]} block ${blockIndexes[i]}`, this.place(loc));
       }
-      payloads.push(record.payload);
-      at += blockRecord.size(loc.lengthBytes);
-    });
-    return payloads;
+      at += sizeBytes;
+    }
   }
 
   /**
@@ -309,12 +326,26 @@ export class SegmentLog {
     for (const segment of [...this.files.keys()]) this.closeFile(segment);
   }
 
-  /** Appends the run of records from `first` that land in one segment; returns the index after the run. */
+  /**
+   * Appends the run of records from `first` that land in one segment; returns the index after
+   * the run. Gather writes (pwritev): headers are encoded into `headerBuffer`, payloads are
+   * written from the caller's buffers without a copy.
+   */
   private appendRun(records: readonly BlockRecordInput[], first: number, locations: BlockLocation[], created: number[]): number {
     const segment = this.allocator.segmentFor(blockRecord.size(recordAt(records, first).payload.length));
+    const headers = this.headerBuffer;
     let fd: number | undefined;
     let writeOffset = 0;
     let fill = 0;
+    let vectors: Uint8Array[] = [];
+    let vectorBytes = 0;
+    const flush = (target: number): void => {
+      writevFully(target, vectors, vectorBytes, writeOffset);
+      writeOffset += vectorBytes;
+      vectors = [];
+      vectorBytes = 0;
+      fill = 0;
+    };
     let index = first;
     for (; index < records.length; index++) {
       const record = recordAt(records, index);
@@ -325,33 +356,25 @@ export class SegmentLog {
         writeOffset = range.offset;
         if (this.allocator.isSegmentStart(range.offset)) {
           fd = this.createSegment(segment, created);
-          fill = segmentHeader.encode(this.batch, 0, { segment, segmentSizeMaxBytes: this.segmentSizeMaxBytes });
+          fill = segmentHeader.encode(headers, 0, { segment, segmentSizeMaxBytes: this.segmentSizeMaxBytes });
+          vectors.push(headers.subarray(0, fill));
+          vectorBytes = fill;
           writeOffset = 0;
         } else {
           fd = this.fdForWrite(segment);
         }
         this.dirty.add(segment);
       }
-      if (fill + sizeBytes > this.batch.length && !this.growBatch(fill, fill + sizeBytes)) {
-        writeFully(fd, this.batch, fill, writeOffset);
-        writeOffset += fill;
-        fill = 0;
-      }
-      fill += blockRecord.encode(this.batch, fill, record.ino, record.blockIndex, record.payload);
+      if (fill + blockRecord.headerSizeBytes > headers.length || vectors.length + 2 > appendVectorCountMax) flush(fd);
+      blockRecord.encodeHeader(headers, fill, record.ino, record.blockIndex, record.payload);
+      vectors.push(headers.subarray(fill, fill + blockRecord.headerSizeBytes), record.payload);
+      fill += blockRecord.headerSizeBytes;
+      vectorBytes += sizeBytes;
       locations.push({ segment, offset: range.offset, lengthBytes: record.payload.length });
     }
     assert(fd !== undefined, `append run from record ${first} placed at least one record`);
-    writeFully(fd, this.batch, fill, writeOffset);
+    flush(fd);
     return index;
-  }
-
-  /** Grows the append buffer to hold `needBytes`, keeping its first `fill` bytes; false when it is at its maximum. */
-  private growBatch(fill: number, needBytes: number): boolean {
-    if (this.batch.length >= batchSizeBytesMax) return false;
-    const grown = Buffer.allocUnsafeSlow(Math.min(batchSizeBytesMax, Math.max(needBytes, this.batch.length * 2)));
-    this.batch.copy(grown, 0, 0, fill);
-    this.batch = grown;
-    return needBytes <= grown.length;
   }
 
   /** Undoes a failed append: allocator back to `before`, files created removed, the old head segment cut back. */

@@ -6,9 +6,20 @@
  *
  * Invariants: every entry's data is exactly blockSizeBytes long; `bytes` equals
  * entryCount × blockSizeBytes; a dirty entry is also in its file's dirty set.
+ *
+ * Buffers: the cache owns the data of its entries and reuses the buffer of a dropped entry for
+ * the next block (take), so steady-state reading and writing allocate nothing and leave the
+ * garbage collector nothing to do. New buffers are slices of 1 MiB slabs. The rule that makes
+ * reuse safe: nobody keeps a reference to an entry's data beyond the synchronous call that got
+ * it (FileSystem copies out of and into the cache; the log copies what it appends).
  */
 import { assert } from '../errors.js';
 import { blockSizeBytes } from '../limits.js';
+
+/** Blocks per slab of new cache buffers (1 MiB). */
+const slabBlockCount = 256;
+/** Most spare buffers kept for reuse (4 MiB) beyond the cache's capacity. */
+const spareCountMax = 1024;
 
 export interface CacheEntry {
   ino: number;
@@ -24,6 +35,10 @@ export class BlockCache {
   private readonly lru = new Set<CacheEntry>();
   private readonly dirtyByFile = new Map<number, Set<CacheEntry>>();
   private dirtyCount = 0;
+  /** Buffers of dropped entries, handed out again by take(). */
+  private readonly spare: Buffer[] = [];
+  private slab: Buffer = Buffer.alloc(0);
+  private slabUsed = 0;
 
   constructor(capacityBytes: number) {
     assert(capacityBytes >= blockSizeBytes, `cache capacity ${capacityBytes} below one block`);
@@ -36,6 +51,24 @@ export class BlockCache {
 
   get dirtyBytes(): number {
     return this.dirtyCount * blockSizeBytes;
+  }
+
+  /** A block-sized buffer with unspecified content, for a new entry (put) or a load (give it back if unused). */
+  take(): Buffer {
+    const reused = this.spare.pop();
+    if (reused !== undefined) return reused;
+    if (this.slabUsed + blockSizeBytes > this.slab.length) {
+      this.slab = Buffer.allocUnsafeSlow(slabBlockCount * blockSizeBytes);
+      this.slabUsed = 0;
+    }
+    const data = this.slab.subarray(this.slabUsed, this.slabUsed + blockSizeBytes);
+    this.slabUsed += blockSizeBytes;
+    return data;
+  }
+
+  /** Returns a buffer from take() that did not become an entry's data. */
+  give(data: Buffer): void {
+    if (this.spare.length < spareCountMax && data.length === blockSizeBytes) this.spare.push(data);
   }
 
   /** The cached block, marked most recently used, or undefined. */
@@ -108,12 +141,13 @@ export class BlockCache {
   /** Drops one block whatever its state (the caller has written it back or wants it gone). */
   remove(entry: CacheEntry): void {
     this.markClean(entry);
-    this.lru.delete(entry);
+    if (!this.lru.delete(entry)) return;
     const file = this.files.get(entry.ino);
     if (file?.get(entry.blockIndex) === entry) {
       file.delete(entry.blockIndex);
       if (file.size === 0) this.files.delete(entry.ino);
     }
+    this.give(entry.data);
   }
 
   /** Drops blocks of `ino` with index ≥ fromBlockIndex, dirty or not (truncate, delete). */
@@ -153,6 +187,7 @@ export class BlockCache {
 
   /** Drops everything (the caller has written back what it wanted kept). */
   clear(): void {
+    for (const entry of this.lru) this.give(entry.data);
     this.files.clear();
     this.lru.clear();
     this.dirtyByFile.clear();

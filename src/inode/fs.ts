@@ -40,6 +40,12 @@ export type ChangeListener = (ino: number) => void;
 
 const dotdot = Buffer.from('..');
 const zeroBlock = Buffer.alloc(blockSizeBytes);
+
+/** True when every byte of `payload` (at most a block) is zero; data blocks mostly fail at the first test. */
+function isZero(payload: Buffer): boolean {
+  if (payload[0] !== 0 || payload[payload.length - 1] !== 0) return false;
+  return payload.equals(zeroBlock.subarray(0, payload.length));
+}
 /** Blocks per log append during write-back: 1 MiB writes. */
 const appendSliceBlockCount = 256;
 
@@ -537,14 +543,17 @@ export class FileSystem {
       const validBytes = Math.min(blockSizeBytes, size - entry.blockIndex * blockSizeBytes);
       if (validBytes <= 0) continue;
       const payload = entry.data.subarray(0, validBytes);
-      if (payload.equals(zeroBlock.subarray(0, validBytes))) holes.push(entry);
+      if (isZero(payload)) holes.push(entry);
       else writes.push({ entry, payload });
     }
     const locations = this.appendBlocks(ino, writes);
     assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
     this.commit(() => {
-      if (this.inodeOrUndefined(ino) === undefined) return; // freed meanwhile: nothing to keep
-      writes.forEach((w, i) => this.putBlock(ino, w.entry.blockIndex, locations[i]!));
+      const stored = this.inodeOrUndefined(ino);
+      if (stored === undefined) return; // freed meanwhile: nothing to keep
+      // No block is stored at or past the committed size (truncate frees them): blocks there are new.
+      const storedBlockCount = Math.ceil(stored.size / blockSizeBytes);
+      writes.forEach((w, i) => this.putBlock(ino, w.entry.blockIndex, locations[i]!, w.entry.blockIndex >= storedBlockCount));
       for (const hole of holes) this.removeBlock(ino, hole.blockIndex);
       if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode(rec));
       this.notify(ino);
@@ -897,37 +906,43 @@ export class FileSystem {
   }
 
   private loadRun(ino: number, locs: BlockLocation[], blockIndexes: number[]): void {
-    let payloads: Buffer[];
+    const targets = blockIndexes.map(() => this.cache.take());
     try {
-      payloads = this.store.log.readRun(locs, locs.map(() => ino), blockIndexes);
+      this.store.log.readRunInto(locs, locs.map(() => ino), blockIndexes, targets);
     } catch (e) {
+      for (const t of targets) this.cache.give(t);
       if (isFsError(e)) return;
       throw e;
     }
-    payloads.forEach((payload, i) => {
-      const data = payload.length === blockSizeBytes ? payload : Buffer.concat([payload, zeroBlock.subarray(payload.length)]);
+    targets.forEach((data, i) => {
+      data.fill(0, locs[i]!.lengthBytes);
       this.cache.put(ino, blockIndexes[i]!, data, false);
     });
   }
 
-  /** Reads a block from the store into a fresh 4 KiB buffer, or undefined for a hole. */
+  /**
+   * Reads a block from the store into a cache buffer (cache.take(): put it into the cache or give
+   * it back), or undefined for a hole.
+   */
   private loadBlock(ino: number, blockIndex: number): Buffer | undefined {
     const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
     if (value === undefined) return undefined;
     const ptr = decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
-    let payload: Buffer;
-    if (ptr.kind === blockPointerKind.segment) {
-      payload = this.store.log.read({ segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes }, ino, blockIndex);
-    } else {
-      if (this.external === undefined) throw fsError('EIO', 'block lives in an archive but no archive reader is set', `inode ${ino} block ${blockIndex}`);
-      payload = this.external.readBlock(ptr, ino, blockIndex);
+    const data = this.cache.take();
+    try {
+      if (ptr.kind === blockPointerKind.segment) {
+        this.store.log.readRunInto([{ segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes }], [ino], [blockIndex], [data]);
+      } else {
+        if (this.external === undefined) throw fsError('EIO', 'block lives in an archive but no archive reader is set', `inode ${ino} block ${blockIndex}`);
+        const payload = this.external.readBlock(ptr, ino, blockIndex);
+        assert(payload.length === ptr.lengthBytes, `block ${ino}:${blockIndex} payload ${payload.length} bytes, pointer says ${ptr.lengthBytes}`);
+        payload.copy(data);
+      }
+    } catch (e) {
+      this.cache.give(data);
+      throw e;
     }
-    assert(payload.length === ptr.lengthBytes, `block ${ino}:${blockIndex} payload ${payload.length} bytes, pointer says ${ptr.lengthBytes}`);
-    // A whole block read from the log is a view of a buffer SegmentLog.read allocated for this
-    // call alone, so the cache may own it without a copy (archive readers may share theirs).
-    if (ptr.kind === blockPointerKind.segment && payload.length === blockSizeBytes) return payload;
-    const data = Buffer.alloc(blockSizeBytes);
-    payload.copy(data);
+    data.fill(0, ptr.lengthBytes);
     return data;
   }
 
@@ -935,12 +950,13 @@ export class FileSystem {
     const cached = this.cache.get(ino, blockIndex);
     if (cached !== undefined) return cached;
     // A whole-block write overwrites every byte right away, so its buffer need not be zeroed.
-    const data = whole ? Buffer.allocUnsafe(blockSizeBytes) : this.loadBlock(ino, blockIndex) ?? Buffer.alloc(blockSizeBytes);
+    const data = whole ? this.cache.take() : this.loadBlock(ino, blockIndex) ?? this.cache.take().fill(0);
     return this.cache.put(ino, blockIndex, data, true);
   }
 
-  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }): void {
-    this.removeBlock(ino, blockIndex);
+  /** Points block `blockIndex` of `ino` at `loc`; `fresh` when no block can be stored there yet. */
+  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }, fresh = false): void {
+    if (!fresh) this.removeBlock(ino, blockIndex);
     const ptr: BlockPointer = { kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset, blockId: blockIdUnknown };
     this.store.btree.table('blockmap').putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
     this.store.usageAdd(loc.segment, loc.lengthBytes);
@@ -979,8 +995,9 @@ export class FileSystem {
     const data = this.loadBlock(ino, blockIndex);
     if (data === undefined) return undefined;
     const payload = data.subarray(0, within);
-    if (payload.equals(zeroBlock.subarray(0, within))) return { blockIndex, payload: undefined };
-    return { blockIndex, payload: Buffer.from(payload) };
+    const kept = isZero(payload) ? undefined : Buffer.from(payload);
+    this.cache.give(data);
+    return { blockIndex, payload: kept };
   }
 
   private zeroCachedTail(ino: number, size: number): void {
