@@ -492,16 +492,37 @@ export class FileSystem {
     const end = Math.min(offset + length, rec.size);
     if (end <= offset) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
-    this.prefetch(ino, Math.floor(offset / blockSizeBytes), Math.floor((end - 1) / blockSizeBytes));
+    const firstBlock = Math.floor(offset / blockSizeBytes);
+    const lastBlock = Math.floor((end - 1) / blockSizeBytes);
+    const pointers = lastBlock > firstBlock ? this.pointerRange(ino, firstBlock, lastBlock) : undefined;
+    const direct = new DirectRun();
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
       const within = pos - blockIndex * blockSizeBytes;
       const count = Math.min(blockSizeBytes - within, end - pos);
-      const data = this.blockData(ino, blockIndex);
-      if (data === undefined) out.fill(0, pos - offset, pos - offset + count);
-      else data.copy(out, pos - offset, within, within + count);
+      const at = pos - offset;
       pos += count;
+      const cached = this.cache.get(ino, blockIndex);
+      if (cached !== undefined) {
+        cached.data.copy(out, at, within, within + count);
+        continue;
+      }
+      const ptr = pointers === undefined ? this.pointerOf(ino, blockIndex) : pointers.get(blockIndex);
+      if (ptr === undefined) {
+        out.fill(0, at, at + count);
+      } else if (count === blockSizeBytes && ptr.kind === blockPointerKind.segment) {
+        // A whole uncached block goes straight from the log into the reply, uncached: the
+        // kernel's page cache keeps what was read through the mount.
+        const loc = { segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes };
+        if (!direct.extends(loc)) this.readDirect(ino, direct);
+        direct.add(loc, blockIndex, out.subarray(at, at + blockSizeBytes));
+      } else {
+        const data = this.loadPointer(ino, blockIndex, ptr);
+        this.cache.put(ino, blockIndex, data, false);
+        data.copy(out, at, within, within + count);
+      }
     }
+    this.readDirect(ino, direct);
     this.cache.evictClean();
     return out;
   }
@@ -865,59 +886,42 @@ export class FileSystem {
 
   // ---------------------------------------------------------------- internals: blocks
 
-  /** The 4 KiB content of a block (cached afterwards), or undefined for a hole. */
-  private blockData(ino: number, blockIndex: number): Buffer | undefined {
-    const cached = this.cache.get(ino, blockIndex);
-    if (cached !== undefined) return cached.data;
-    const data = this.loadBlock(ino, blockIndex);
-    if (data === undefined) return undefined;
-    this.cache.put(ino, blockIndex, data, false);
-    return data;
-  }
-
-  /**
-   * Loads the stored, uncached blocks of [firstBlock, lastBlock] into the cache, reading
-   * records that lie back to back in the log with one read per run (a sequential read of a
-   * file written sequentially is then one read per request instead of one per block). Any
-   * failure is left to the per-block path, which reports it for the block it concerns.
-   */
-  private prefetch(ino: number, firstBlock: number, lastBlock: number): void {
-    if (lastBlock <= firstBlock) return;
-    const run: { locs: BlockLocation[]; blockIndexes: number[] } = { locs: [], blockIndexes: [] };
-    const flush = (): void => {
-      if (run.locs.length > 1) this.loadRun(ino, run.locs, run.blockIndexes);
-      run.locs = [];
-      run.blockIndexes = [];
-    };
+  /** The block pointers of `ino` in [firstBlock, lastBlock], by block index (one range scan). */
+  private pointerRange(ino: number, firstBlock: number, lastBlock: number): Map<number, BlockPointer> {
+    const pointers = new Map<number, BlockPointer>();
     const range = { start: blockKey(ino, firstBlock), end: blockKey(ino, lastBlock + 1) };
     for (const { key, value } of this.store.btree.table('blockmap').getRange(range)) {
       const blockIndex = blockKeyIndex(key);
-      const ptr = decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
-      if (this.cache.has(ino, blockIndex) || ptr.kind !== blockPointerKind.segment) {
-        flush();
-        continue;
-      }
-      const last = run.locs[run.locs.length - 1];
-      if (last !== undefined && (ptr.segment !== last.segment || ptr.offset !== last.offset + recordSizeBytes(last))) flush();
-      run.locs.push({ segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes });
-      run.blockIndexes.push(blockIndex);
+      pointers.set(blockIndex, decodeBlockPointer(value, `block ${ino}:${blockIndex}`));
     }
-    flush();
+    return pointers;
   }
 
-  private loadRun(ino: number, locs: BlockLocation[], blockIndexes: number[]): void {
-    const targets = blockIndexes.map(() => this.cache.take());
+  private pointerOf(ino: number, blockIndex: number): BlockPointer | undefined {
+    const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
+    return value === undefined ? undefined : decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
+  }
+
+  /**
+   * Reads the records of `run` (back to back in one segment) straight into their targets with
+   * one scatter read, zero-filling past short payloads, and empties the run. When that fails,
+   * each block is read alone, so the error names the block it concerns.
+   */
+  private readDirect(ino: number, run: DirectRun): void {
+    if (run.locs.length === 0) return;
     try {
-      this.store.log.readRunInto(locs, locs.map(() => ino), blockIndexes, targets);
+      this.store.log.readRunInto(run.locs, run.locs.map(() => ino), run.blockIndexes, run.targets);
+      run.targets.forEach((target, i) => target.fill(0, run.locs[i]!.lengthBytes));
     } catch (e) {
-      for (const t of targets) this.cache.give(t);
-      if (isFsError(e)) return;
-      throw e;
+      if (!isFsError(e)) throw e;
+      run.targets.forEach((target, i) => {
+        const blockIndex = run.blockIndexes[i]!;
+        const data = this.loadPointer(ino, blockIndex, { kind: blockPointerKind.segment, ...run.locs[i]!, blockId: blockIdUnknown });
+        data.copy(target);
+        this.cache.give(data);
+      });
     }
-    targets.forEach((data, i) => {
-      data.fill(0, locs[i]!.lengthBytes);
-      this.cache.put(ino, blockIndexes[i]!, data, false);
-    });
+    run.clear();
   }
 
   /**
@@ -925,9 +929,12 @@ export class FileSystem {
    * it back), or undefined for a hole.
    */
   private loadBlock(ino: number, blockIndex: number): Buffer | undefined {
-    const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
-    if (value === undefined) return undefined;
-    const ptr = decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
+    const ptr = this.pointerOf(ino, blockIndex);
+    return ptr === undefined ? undefined : this.loadPointer(ino, blockIndex, ptr);
+  }
+
+  /** Reads the block `ptr` points at into a cache buffer (as loadBlock). */
+  private loadPointer(ino: number, blockIndex: number, ptr: BlockPointer): Buffer {
     const data = this.cache.take();
     try {
       if (ptr.kind === blockPointerKind.segment) {
@@ -1046,6 +1053,31 @@ export class FileSystem {
     } catch (e) {
       process.emitWarning(`zippy-fs: background write-back failed: ${String(e)}`);
     }
+  }
+}
+
+/** Whole blocks of one read request that lie back to back in one segment, read straight into the reply. */
+class DirectRun {
+  locs: BlockLocation[] = [];
+  blockIndexes: number[] = [];
+  targets: Buffer[] = [];
+
+  /** True when `loc` continues the run on disk (or the run is empty). */
+  extends(loc: BlockLocation): boolean {
+    const last = this.locs[this.locs.length - 1];
+    return last === undefined || (loc.segment === last.segment && loc.offset === last.offset + recordSizeBytes(last));
+  }
+
+  add(loc: BlockLocation, blockIndex: number, target: Buffer): void {
+    this.locs.push(loc);
+    this.blockIndexes.push(blockIndex);
+    this.targets.push(target);
+  }
+
+  clear(): void {
+    this.locs = [];
+    this.blockIndexes = [];
+    this.targets = [];
   }
 }
 
