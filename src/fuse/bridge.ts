@@ -194,9 +194,7 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
     },
     read: (_c, ino, _fh, buffer, offset, cb) => {
       try {
-        const data = fs.read(ino, offset, buffer.length);
-        data.copy(buffer, 0);
-        cb(data.length);
+        cb(fs.readInto(ino, offset, buffer));
       } catch (e) {
         cb(toErrno(e, `read ino ${ino}`, log));
       }

@@ -486,12 +486,20 @@ export class FileSystem {
 
   /** Reads up to `length` bytes at `offset`; holes read as zeros; short at end of file. */
   read(ino: number, offset: number, length: number): Buffer {
+    if (length < 0) throw fsError('EINVAL', `bad read length ${length}`, `inode ${ino}`);
+    const size = this.inode(ino).size;
+    const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, size - offset)));
+    return out.subarray(0, this.readInto(ino, offset, out));
+  }
+
+  /** Reads up to `target.length` bytes at `offset` into `target`; returns the count (short at end of file). */
+  readInto(ino: number, offset: number, target: Buffer): number {
     const rec = this.inode(ino);
     if (isDir(rec.mode)) throw fsError('EISDIR', 'read of a directory', `inode ${ino}`);
-    if (offset < 0 || length < 0) throw fsError('EINVAL', `bad read range ${offset}+${length}`, `inode ${ino}`);
-    const end = Math.min(offset + length, rec.size);
-    if (end <= offset) return Buffer.alloc(0);
-    const out = Buffer.allocUnsafe(end - offset);
+    if (offset < 0) throw fsError('EINVAL', `bad read offset ${offset}`, `inode ${ino}`);
+    const end = Math.min(offset + target.length, rec.size);
+    if (end <= offset) return 0;
+    const out = target;
     const firstBlock = Math.floor(offset / blockSizeBytes);
     const lastBlock = Math.floor((end - 1) / blockSizeBytes);
     const pointers = lastBlock > firstBlock ? this.pointerRange(ino, firstBlock, lastBlock) : undefined;
@@ -524,7 +532,7 @@ export class FileSystem {
     }
     this.readDirect(ino, direct);
     this.cache.evictClean();
-    return out;
+    return end - offset;
   }
 
   /** Writes `data` at `offset` into the cache; returns the byte count. Durable after fsync. */
