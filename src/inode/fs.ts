@@ -500,9 +500,9 @@ export class FileSystem {
     const end = Math.min(offset + target.length, rec.size);
     if (end <= offset) return 0;
     const out = target;
-    const firstBlock = Math.floor(offset / blockSizeBytes);
     const lastBlock = Math.floor((end - 1) / blockSizeBytes);
-    const pointers = lastBlock > firstBlock ? this.pointerRange(ino, firstBlock, lastBlock) : undefined;
+    // Block pointers are looked up from the first block the cache misses, with one range scan.
+    let pointers: Map<number, BlockPointer> | undefined;
     const direct = new DirectRun();
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
@@ -512,15 +512,15 @@ export class FileSystem {
       pos += count;
       const cached = this.cache.get(ino, blockIndex);
       if (cached !== undefined) {
-        cached.data.copy(out, at, within, within + count);
+        out.set(count === blockSizeBytes ? cached.data : cached.data.subarray(within, within + count), at);
         continue;
       }
+      pointers ??= blockIndex < lastBlock ? this.pointerRange(ino, blockIndex, lastBlock) : undefined;
       const ptr = pointers === undefined ? this.pointerOf(ino, blockIndex) : pointers.get(blockIndex);
       if (ptr === undefined) {
         out.fill(0, at, at + count);
       } else if (count === blockSizeBytes && ptr.kind === blockPointerKind.segment) {
-        // A whole uncached block goes straight from the log into the reply, uncached: the
-        // kernel's page cache keeps what was read through the mount.
+        // Whole uncached blocks are read in runs (readDirect).
         const loc = { segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes };
         if (!direct.extends(loc)) this.readDirect(ino, direct);
         direct.add(loc, blockIndex, out.subarray(at, at + blockSizeBytes));
@@ -911,23 +911,37 @@ export class FileSystem {
   }
 
   /**
-   * Reads the records of `run` (back to back in one segment) straight into their targets with
-   * one scatter read, zero-filling past short payloads, and empties the run. When that fails,
-   * each block is read alone, so the error names the block it concerns.
+   * Reads the records of `run` (back to back in one segment) into their targets with one scatter
+   * read, zero-filling past short payloads, and empties the run. While the cache has free room the
+   * blocks are read into cache buffers and copied out (a re-read is then a cache hit); once it is
+   * full they go straight into the targets, so a large read never churns the cache. When the read
+   * fails, each block is read alone, so the error names the block it concerns.
    */
   private readDirect(ino: number, run: DirectRun): void {
-    if (run.locs.length === 0) return;
+    const count = run.locs.length;
+    if (count === 0) return;
+    const admit = this.cache.bytes + count * blockSizeBytes <= this.cache.capacityBytes;
+    const buffers = admit ? run.targets.map(() => this.cache.take()) : run.targets;
     try {
-      this.store.log.readRunInto(run.locs, run.locs.map(() => ino), run.blockIndexes, run.targets);
-      run.targets.forEach((target, i) => target.fill(0, run.locs[i]!.lengthBytes));
+      this.store.log.readRunInto(run.locs, run.locs.map(() => ino), run.blockIndexes, buffers);
     } catch (e) {
+      if (admit) for (const b of buffers) this.cache.give(b);
       if (!isFsError(e)) throw e;
       run.targets.forEach((target, i) => {
         const blockIndex = run.blockIndexes[i]!;
         const data = this.loadPointer(ino, blockIndex, { kind: blockPointerKind.segment, ...run.locs[i]!, blockId: blockIdUnknown });
-        data.copy(target);
+        target.set(data);
         this.cache.give(data);
       });
+      run.clear();
+      return;
+    }
+    for (let i = 0; i < count; i++) {
+      const data = buffers[i]!;
+      data.fill(0, run.locs[i]!.lengthBytes);
+      if (!admit) continue;
+      this.cache.put(ino, run.blockIndexes[i]!, data, false);
+      run.targets[i]!.set(data);
     }
     run.clear();
   }
