@@ -142,6 +142,9 @@ test('full disk: a metadata commit that cannot write its pages is ENOSPC, and th
       });
     }
     assert.equal(dataCode, 'ENOSPC');
+    // What close(2) reports (FUSE flush): the failed write-back, once.
+    assert.equal(codeOf(() => fsys.takeWriteBackFailure(big.ino)), 'ENOSPC');
+    assert.equal(codeOf(() => fsys.takeWriteBackFailure(big.ino)), 'ok');
     let metaCode = 'ok';
     for (let i = 0; metaCode === 'ok' && i < 10_000; i++) {
       metaCode = codeOf(() => {

@@ -187,8 +187,21 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
       }
       cb(0, fh, { keepCache: keep });
     },
-    release: (_c, ino, fh, _flags, cb) => status('release', ino, cb, () => fs.release(fh)),
-    flush: (_c, ino, _fh, cb) => status('flush', ino, cb, () => fs.flushFile(ino)),
+    // Write-back happens at release, which the kernel sends without making close(2) wait; flush
+    // (which close waits for) only reports a write-back of the file that failed earlier. A failed
+    // write-back keeps the data dirty in the cache: it is retried every second and by fsync.
+    release: (_c, ino, fh, _flags, cb) => {
+      try {
+        fs.release(fh);
+      } catch (e) {
+        log(`write-back of inode ${ino} at close failed (${e instanceof Error ? e.message : String(e)}); `
+          + 'its data stays in the cache, is retried every second and reported by fsync');
+        cb(toErrno(e, `release ino ${ino}`, log));
+        return;
+      }
+      cb(0);
+    },
+    flush: (_c, ino, _fh, cb) => status('flush', ino, cb, () => fs.takeWriteBackFailure(ino)),
     fsync: (_c, ino, _datasync, _fh, cb) => {
       fs.fsync(ino).then(() => cb(0), (e: unknown) => cb(toErrno(e, `fsync ino ${ino}`, log)));
     },

@@ -13,7 +13,7 @@
  * - an inode with nlink 0 that is still open is listed in the orphan table until released.
  */
 import { statfsSync } from 'node:fs';
-import { assert, fsError, isFsError } from '../errors.js';
+import { assert, fsError, isFsError, type FsError } from '../errors.js';
 import { recordSizeBytes, type BlockLocation } from '../blocks/index.js';
 import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, pathCacheEntryCountMax, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
@@ -59,6 +59,8 @@ export class FileSystem {
   /** When each open file was last written (cleared by fsync and by its last release). */
   private readonly lastWriteMs = new Map<number, number>();
   private readonly handles = new Map<number, number>();
+  /** The error of each file whose last write-back failed (its data stays dirty and is retried). */
+  private readonly writeBackFailures = new Map<number, FsError>();
   /** Path components joined by "/" → inode (resolveParts). */
   private readonly pathCache = new Map<string, number>();
   private handleNext = 1;
@@ -560,8 +562,29 @@ export class FileSystem {
     return data.length;
   }
 
+  /**
+   * Throws (once) the error of the last failed write-back of `ino`, if it has not succeeded since:
+   * what close(2) reports (FUSE flush), since the write-back itself happens at release.
+   */
+  takeWriteBackFailure(ino: number): void {
+    const failure = this.writeBackFailures.get(ino);
+    if (failure === undefined) return;
+    this.writeBackFailures.delete(ino);
+    throw failure;
+  }
+
   /** Writes the dirty blocks and pending attributes of `ino` to the store (no fsync). */
   flushFile(ino: number): void {
+    try {
+      this.writeBack(ino);
+    } catch (e) {
+      if (isFsError(e)) this.writeBackFailures.set(ino, e);
+      throw e;
+    }
+    this.writeBackFailures.delete(ino);
+  }
+
+  private writeBack(ino: number): void {
     const entries = this.cache.dirtyOf(ino);
     const rec = this.pending.get(ino);
     if (entries.length === 0 && rec === undefined) return;
