@@ -58,6 +58,10 @@ export interface SegmentLogOptions {
 export const segmentNumberFirst = 1;
 /** Default bound on open segment file descriptors. */
 export const openFileCountMaxDefault = 64;
+/** An append skips statfs while its estimate of free space is younger than this... */
+const freeEstimateMaxAgeMs = 1000;
+/** ...and stays this far above the reserve (others may fill the disk meanwhile). */
+const freeEstimateMarginBytes = 256 * 1024 * 1024;
 /** Vectors per gather write (two per record), well below IOV_MAX (1024). */
 const appendVectorCountMax = 512;
 /** Records per scatter read: two vectors each, well below IOV_MAX (1024). */
@@ -89,6 +93,9 @@ export class SegmentLog {
   /** Record headers of a scatter read (readRunInto). */
   private headerScratch: Buffer = Buffer.alloc(0);
   private failure: FsError | undefined;
+  /** Free bytes of the file system as of the last statfs, minus what was appended since. */
+  private freeEstimateBytes = 0;
+  private freeCheckedAtMs = 0;
   private closed = false;
 
   private constructor(dir: string, segmentSizeMaxBytes: number, openFileCountMax: number, report: SegmentLogOpenReport, segments: number[]) {
@@ -244,8 +251,16 @@ export class SegmentLog {
    * free space (unlink, truncate) must keep working, like ext4's reserved blocks.
    */
   private assertSpaceLeft(appendBytes: number): void {
+    const now = Date.now();
+    // Far from full, a fresh-enough estimate answers without a statfs per append.
+    if (now - this.freeCheckedAtMs < freeEstimateMaxAgeMs && this.freeEstimateBytes - appendBytes >= spaceReserveBytes + freeEstimateMarginBytes) {
+      this.freeEstimateBytes -= appendBytes;
+      return;
+    }
     const stats = fs.statfsSync(this.dir);
     const freeBytes = stats.bavail * stats.bsize;
+    this.freeCheckedAtMs = now;
+    this.freeEstimateBytes = freeBytes - appendBytes;
     if (freeBytes - appendBytes < spaceReserveBytes) {
       throw fsError('ENOSPC', `${freeBytes} bytes free, an append of ${appendBytes} bytes would leave less than the ${spaceReserveBytes}-byte reserve for metadata`, this.dir);
     }
