@@ -18,8 +18,8 @@ import { blockSizeBytes } from '../limits.js';
 
 /** Blocks per slab of new cache buffers (1 MiB). */
 const slabBlockCount = 256;
-/** Most spare buffers kept for reuse (4 MiB) beyond the cache's capacity. */
-const spareCountMax = 1024;
+/** Most spare buffers kept for reuse (1 MiB, several requests' worth) beyond the cache's capacity. */
+const spareCountMax = 256;
 
 export interface CacheEntry {
   ino: number;
