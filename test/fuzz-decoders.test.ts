@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { isFsError } from '../src/errors.js';
-import { decodeBlockPointer, decodeDirent, decodeInode, decodeU64, encodeBlockPointer, encodeDirent, encodeInode, encodeU64 } from '../src/btree/records.js';
+import { decodeBlockPlace, decodeBlockPointer, decodeDirent, decodeInode, decodeU64, encodeBlockPointer, encodeDirent, encodeInode, encodeU64 } from '../src/btree/records.js';
 import { decodeEnvelopeHeader, openSealed, sealFile } from '../src/sync/crypto/envelope.js';
 import { decodePayload, encodePayload, formats, readGeneration, readPassphraseRecord, readSealedRecord } from '../src/sync/crypto/keyfiles.js';
 import { buildBlockZip, decodeBlockEntry, listPlainZip, type BlockLocation } from '../src/sync/zipfile.js';
@@ -104,6 +104,24 @@ test(`fuzz: LMDB records (inode, dirent, block pointer, u64) (seed ${seed})`, { 
     }
   }
   t.diagnostic(`seed ${seed}: ${[...counts].map(([k, v]) => `${k}=${v}`).join(' ')}`);
+});
+
+test(`fuzz: the read path's block place decoder agrees with the block pointer decoder (seed ${seed})`, () => {
+  const rand = seededRandom(seed + 7);
+  const valid = encodeBlockPointer({ kind: 0, lengthBytes: 4096, segment: 3, offset: 4128, blockId: Buffer.alloc(16, 9) });
+  const verdict = (fn: () => { kind: number; lengthBytes: number; segment: number; offset: number }): string => {
+    try {
+      const p = fn();
+      return `ok ${p.kind} ${p.lengthBytes} ${p.segment} ${p.offset}`;
+    } catch (e) {
+      assert.ok(isFsError(e, 'CORRUPT'), `only CORRUPT escapes: ${String(e)}`);
+      return `corrupt ${e.message}`;
+    }
+  };
+  for (let i = 0; i < 3000 * scale; i++) {
+    const input = rand.next() < 0.3 ? randomBytes(rand, valid.length * 2) : mutate(rand, valid);
+    assert.equal(verdict(() => decodeBlockPlace(input, 5, 7)), verdict(() => decodeBlockPointer(input, 'block 5:7')), input.toString('hex'));
+  }
 });
 
 test(`fuzz: archive zip block entries (seed ${seed})`, { timeout: 60_000 * scale }, async (t) => {

@@ -120,6 +120,15 @@ export const blockPointerRecord = {
   bytes: 28,
 } as const;
 
+/** Where a block's bytes live, without its id: what the read path needs. */
+export interface BlockPlace {
+  kind: number;
+  /** Payload length, 1..4096; bytes past it read as zeros. */
+  lengthBytes: number;
+  segment: number;
+  offset: number;
+}
+
 export interface BlockPointer {
   kind: number;
   /** Payload length, 1..4096; bytes past it read as zeros. */
@@ -159,6 +168,21 @@ export function decodeBlockPointer(buf: Buffer, place: string): BlockPointer {
     offset: buf.readUInt32BE(L.offsetOffset),
     blockId: Buffer.from(buf.subarray(L.blockIdOffset, L.blockIdOffset + L.blockIdBytes)),
   };
+}
+
+/**
+ * The place fields of a block pointer of block `blockIndex` of `ino`, checked as by
+ * decodeBlockPointer, without copying the block id or building the error place unless it fails:
+ * the hot path of reads, one call per block.
+ */
+export function decodeBlockPlace(buf: Buffer, ino: number, blockIndex: number): BlockPlace {
+  const L = blockPointerRecord;
+  const kind = buf.length === L.bytes ? buf[L.kindOffset]! : -1;
+  const lengthBytes = buf.length === L.bytes ? buf.readUInt16BE(L.lengthOffset) : 0;
+  if (kind !== blockPointerKind.segment && kind !== blockPointerKind.archive || lengthBytes < 1 || lengthBytes > 4096) {
+    decodeBlockPointer(buf, `block ${ino}:${blockIndex}`); // throws the precise error
+  }
+  return { kind, lengthBytes, segment: buf.readUInt32BE(L.segmentOffset), offset: buf.readUInt32BE(L.offsetOffset) };
 }
 
 /** u64 value codec (segment usage, counters). */

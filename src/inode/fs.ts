@@ -17,7 +17,7 @@ import { assert, fsError, isFsError, type FsError } from '../errors.js';
 import { recordSizeBytes, type BlockLocation } from '../blocks/index.js';
 import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, pathCacheEntryCountMax, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
-import { blockIdUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
+import { blockIdUnknown, blockPointerKind, decodeBlockPlace, decodeBlockPointer, type BlockPlace, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import { BlockCache, type CacheEntry } from './cache.js';
 import { cleanSegments } from './cleaner.js';
 import { nameBytes, splitPath } from './names.js';
@@ -504,7 +504,7 @@ export class FileSystem {
     const out = target;
     const lastBlock = Math.floor((end - 1) / blockSizeBytes);
     // Block pointers are looked up from the first block the cache misses, with one range scan.
-    let pointers: Map<number, BlockPointer> | undefined;
+    let pointers: Map<number, BlockPlace> | undefined;
     const direct = new DirectRun();
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
@@ -917,20 +917,20 @@ export class FileSystem {
 
   // ---------------------------------------------------------------- internals: blocks
 
-  /** The block pointers of `ino` in [firstBlock, lastBlock], by block index (one range scan). */
-  private pointerRange(ino: number, firstBlock: number, lastBlock: number): Map<number, BlockPointer> {
-    const pointers = new Map<number, BlockPointer>();
+  /** The block places of `ino` in [firstBlock, lastBlock], by block index (one range scan). */
+  private pointerRange(ino: number, firstBlock: number, lastBlock: number): Map<number, BlockPlace> {
+    const places = new Map<number, BlockPlace>();
     const range = { start: blockKey(ino, firstBlock), end: blockKey(ino, lastBlock + 1) };
     for (const { key, value } of this.store.btree.table('blockmap').getRange(range)) {
       const blockIndex = blockKeyIndex(key);
-      pointers.set(blockIndex, decodeBlockPointer(value, `block ${ino}:${blockIndex}`));
+      places.set(blockIndex, decodeBlockPlace(value, ino, blockIndex));
     }
-    return pointers;
+    return places;
   }
 
-  private pointerOf(ino: number, blockIndex: number): BlockPointer | undefined {
+  private pointerOf(ino: number, blockIndex: number): BlockPlace | undefined {
     const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
-    return value === undefined ? undefined : decodeBlockPointer(value, `block ${ino}:${blockIndex}`);
+    return value === undefined ? undefined : decodeBlockPlace(value, ino, blockIndex);
   }
 
   /**
@@ -952,7 +952,7 @@ export class FileSystem {
       if (!isFsError(e)) throw e;
       run.targets.forEach((target, i) => {
         const blockIndex = run.blockIndexes[i]!;
-        const data = this.loadPointer(ino, blockIndex, { kind: blockPointerKind.segment, ...run.locs[i]!, blockId: blockIdUnknown });
+        const data = this.loadPointer(ino, blockIndex, { kind: blockPointerKind.segment, ...run.locs[i]! });
         target.set(data);
         this.cache.give(data);
       });
@@ -979,14 +979,16 @@ export class FileSystem {
   }
 
   /** Reads the block `ptr` points at into a cache buffer (as loadBlock). */
-  private loadPointer(ino: number, blockIndex: number, ptr: BlockPointer): Buffer {
+  private loadPointer(ino: number, blockIndex: number, ptr: BlockPlace): Buffer {
     const data = this.cache.take();
     try {
       if (ptr.kind === blockPointerKind.segment) {
         this.store.log.readRunInto([{ segment: ptr.segment, offset: ptr.offset, lengthBytes: ptr.lengthBytes }], [ino], [blockIndex], [data]);
       } else {
         if (this.external === undefined) throw fsError('EIO', 'block lives in an archive but no archive reader is set', `inode ${ino} block ${blockIndex}`);
-        const payload = this.external.readBlock(ptr, ino, blockIndex);
+        const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
+        if (value === undefined) throw fsError('EIO', 'block pointer vanished while reading', `inode ${ino} block ${blockIndex}`);
+        const payload = this.external.readBlock(decodeBlockPointer(value, `block ${ino}:${blockIndex}`), ino, blockIndex);
         assert(payload.length === ptr.lengthBytes, `block ${ino}:${blockIndex} payload ${payload.length} bytes, pointer says ${ptr.lengthBytes}`);
         payload.copy(data);
       }
@@ -1019,7 +1021,7 @@ export class FileSystem {
     const key = blockKey(ino, blockIndex);
     const old = table.get(key);
     if (old === undefined) return;
-    const ptr = decodeBlockPointer(old, `block ${ino}:${blockIndex}`);
+    const ptr = decodeBlockPlace(old, ino, blockIndex);
     if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
     table.removeSync(key);
   }
@@ -1028,7 +1030,7 @@ export class FileSystem {
   private freeBlocks(ino: number, fromBlockIndex: number): void {
     const table = this.store.btree.table('blockmap');
     for (const { key, value } of [...table.getRange(inoPrefixRange(ino, fromBlockIndex))]) {
-      const ptr = decodeBlockPointer(value, `block ${ino}:${blockKeyIndex(key)}`);
+      const ptr = decodeBlockPlace(value, ino, blockKeyIndex(key));
       if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
       table.removeSync(key);
     }
