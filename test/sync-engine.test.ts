@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCtx } from '../src/inode/types.js';
+import { readIdx } from '../src/sync/archive-store.js';
 import { openSyncBox, tempDir, type SyncBox, writeBoxFile, readBoxFile, boxPathExists } from './fixtures.js';
 
 
@@ -198,6 +199,50 @@ test('renaming a directory that only exists implicitly on this box moves its fil
     await b.engine.importNow();
     assert.equal(boxPathExists(b, '/implied/x.txt'), false);
     assert.equal(readBoxFile(b, '/moved/x.txt'), 'x');
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
+
+test('stamp counters from a reservation: above every counter seen (Lamport), never reused after a restart', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  /** Stamp counters of the versions of `path` in the sync dir, oldest first. */
+  const countersOf = async (path: string, boxid?: string): Promise<number[]> => {
+    const counters: number[] = [];
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.idx'))) {
+      for (const v of (await readIdx(join(dir, f))).versions) {
+        if (v.path === path && (boxid === undefined || v.stamp.boxid === boxid)) counters.push(v.stamp.counter);
+      }
+    }
+    return counters.sort((x, y) => x - y);
+  };
+  try {
+    for (let i = 0; i < 50; i++) writeBoxFile(a, `/a${i}`, `a ${i}`);
+    await a.engine.publishNow();
+    writeBoxFile(a, '/late', 'from A');
+    await a.engine.publishNow();
+    const aLate = (await countersOf('late'))[0]!;
+    // B has issued nothing yet, and then issues from its own reservation: its next version of a
+    // path it imported must still be above A's counter, or an older edit could win.
+    writeBoxFile(b, '/b0', 'b');
+    await b.engine.publishNow();
+    await b.engine.importNow();
+    writeBoxFile(b, '/late', 'from B');
+    await b.engine.publishNow();
+    const bLate = (await countersOf('late', b.engine.replicaId)).at(-1)!;
+    assert.ok(bLate > aLate, `B's edit of /late (${bLate}) is above the version it edited (${aLate})`);
+    await a.engine.importNow();
+    assert.equal(readBoxFile(a, '/late'), 'from B');
+    // A restart (a crash drops the reservation in memory) never reissues a counter.
+    const before = Math.max(...(await countersOf('a0')), ...(await countersOf('late')));
+    await a.crashAndReopen();
+    writeBoxFile(a, '/late', 'A after restart');
+    await a.engine.publishNow();
+    const after = (await countersOf('late', a.engine.replicaId)).at(-1)!;
+    assert.ok(after > before, `after a restart A's counter ${after} is above ${before}`);
   } finally {
     await a.cleanup();
     await b.cleanup();

@@ -60,6 +60,8 @@ const writingQuietMs = 2000;
 const deferMaxMs = 30_000;
 /** Default fallback rescan period (inotify is the fast path). */
 export const rescanMsDefault = 2000;
+/** Stamp counters reserved (persisted) at a time by nextStamp. */
+const stampReserveCount = 1024;
 /** Versions per archive and new blocks per archive before the publisher starts another archive. */
 const archiveVersionCountSoftMax = 100_000;
 const archiveBlockCountSoftMax = Math.min(200_000, archiveBlockCountMax);
@@ -220,6 +222,10 @@ export class SyncEngine {
   private waitingArchives: CompleteArchive[] = [];
   private readonly asOfNs: bigint | undefined;
   private readonly readOnly: boolean;
+  /** The highest stamp counter issued or recorded by this process (nextStamp). */
+  private highestCounter = 0;
+  /** The persisted counter: every counter up to it may have been issued (0: nothing reserved yet). */
+  private reservedCounter = 0;
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -427,9 +433,21 @@ export class SyncEngine {
 
   // ================================================================ publishing
 
+  /**
+   * A new stamp: its counter is above every counter this store issued or recorded (Lamport).
+   * Counters are handed out from a persisted reservation of stampReserveCount at a time, so a
+   * publish of many files commits the counter once, not once per version; a restart skips what
+   * was left of the reservation (gaps are harmless, reuse would not be).
+   */
   private nextStamp(): Stamp {
-    const counter = this.state.counter() + 1;
-    this.port.transaction(() => this.state.setCounter(counter));
+    const persisted = this.state.counter();
+    const counter = Math.max(this.highestCounter, persisted > this.reservedCounter ? persisted : 0) + 1;
+    if (counter > this.reservedCounter) {
+      const reserved = counter + stampReserveCount - 1;
+      this.port.transaction(() => this.state.setCounter(reserved));
+      this.reservedCounter = reserved;
+    }
+    this.highestCounter = counter;
     return { counter, boxid: this.replicaId };
   }
 
@@ -606,6 +624,7 @@ export class SyncEngine {
     if (!this.state.hasBase(v.path, v.stamp)) heads.push(metaOf(v));
     this.state.putPathRecord(v.path, { versions: heads, copies: rec.copies });
     if (v.stamp.counter > this.state.counter()) this.state.setCounter(v.stamp.counter);
+    this.highestCounter = Math.max(this.highestCounter, v.stamp.counter);
     return true;
   }
 
