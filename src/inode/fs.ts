@@ -601,10 +601,10 @@ export class FileSystem {
     const locations = this.appendBlocks(ino, writes);
     assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
     this.commit(() => {
-      const stored = this.inodeOrUndefined(ino);
-      if (stored === undefined) return; // freed meanwhile: nothing to keep
+      const value = this.store.btree.table('inode').get(inoKey(ino));
+      if (value === undefined) return; // freed meanwhile: nothing to keep
       // No block is stored at or past the committed size (truncate frees them): blocks there are new.
-      const storedBlockCount = Math.ceil(stored.size / blockSizeBytes);
+      const storedBlockCount = Math.ceil(decodeInode(value, `inode ${ino}`).size / blockSizeBytes);
       writes.forEach((w, i) => this.putBlock(ino, w.entry.blockIndex, locations[i]!, w.entry.blockIndex >= storedBlockCount));
       for (const hole of holes) this.removeBlock(ino, hole.blockIndex);
       if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode(rec));
