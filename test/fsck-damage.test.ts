@@ -341,6 +341,24 @@ test('8. wrong nlink: detected on the inode, fixed', async () => {
   }
 });
 
+test('8b. wrong block count (st_blocks): detected on the inode, set to its block map entries', async () => {
+  const fx = await makeStore();
+  try {
+    const { ino } = await locate(fx.storeDir, '/a', 0);
+    await withBtree(fx.storeDir, (btree) => {
+      const rec = decodeInode(btree.table('inode').get(inoKey(ino))!, 't');
+      assert.equal(rec.blockCount, 3);
+      btree.table('inode').putSync(inoKey(ino), encodeInode({ ...rec, blockCount: 7 }));
+    });
+    const repaired = detectAndRepair(fx, [{ kind: 'block-count', place: new RegExp(`^inode ${ino}$`) }]);
+    assert.ok(repaired.problems.some((p) => p.kind === 'block-count' && /block count 7, block map entries 3/.test(p.message)), JSON.stringify(repaired.problems));
+    await withBtree(fx.storeDir, (btree) => assert.equal(decodeInode(btree.table('inode').get(inoKey(ino))!, 't').blockCount, 3));
+    assert.deepEqual(await readBack(fx.storeDir, undefined, fx.files), []);
+  } finally {
+    fx.cleanup();
+  }
+});
+
 test('9. orphan inode (no directory names it): detected, linked into lost+found with its data', async () => {
   const fx = await makeStore();
   try {

@@ -831,6 +831,86 @@ print(need, small, errno.errorcode[ctypes.get_errno()], libc.listxattr(f, None, 
     }
   });
 
+  // An open's reply fails when the opener no longer waits for it: the kernel then never sends
+  // release, so the binding must release the handle itself (PATCHES.md L9). A modern kernel
+  // keeps waiting for a request already read by the file system even on SIGKILL, so the one
+  // deterministic way to make the reply fail for real is to abort the connection while the
+  // handler holds the request: umount2(MNT_FORCE) does (fuse_umount_begin → fuse_abort_conn),
+  // and the late reply then fails with ENOENT exactly as an interrupted one does.
+  for (const op of ['open', 'create'] as const) {
+    test(`a handle whose ${op} reply the kernel refuses (connection aborted meanwhile) is released`, async () => {
+      const fs = new MemFs();
+      const ops = fs.operations();
+      let arrived: () => void = () => undefined;
+      const arrival = new Promise<void>((res) => { arrived = res; });
+      let answer: (() => void) | undefined;
+      const { open, create } = ops;
+      ops.open = (ctx, ino, flags, cb) => {
+        if (op === 'open' && fs.inodes.get(ino)?.path === '/slow') {
+          answer = () => open!(ctx, ino, flags, cb);
+          arrived();
+          return;
+        }
+        open!(ctx, ino, flags, cb);
+      };
+      ops.create = (ctx, parent, name, mode, flags, cb) => {
+        if (op === 'create' && name === 'new') {
+          answer = () => create!(ctx, parent, name, mode, flags, cb);
+          arrived();
+          return;
+        }
+        create!(ctx, parent, name, mode, flags, cb);
+      };
+      const mnt = newMountpoint();
+      const fuse = new Fuse(mnt, ops, { onError: () => undefined });
+      await fuse.mount();
+      try {
+        if (op === 'open') await sh(`echo data > ${q(join(mnt, 'slow'))}`);
+        const opener = spawn('python3', ['-c', `import os; os.open(${JSON.stringify(join(mnt, op === 'open' ? 'slow' : 'new'))}, ${op === 'open' ? 'os.O_RDONLY' : 'os.O_CREAT | os.O_WRONLY, 0o644'})`], { stdio: 'ignore' });
+        const openerExit = new Promise<number | null>((res) => opener.once('exit', (code) => res(code)));
+        await arrival;
+        assert.equal(fs.handles.size, 0);
+        // MNT_FORCE = 1; the umount itself may fail (EBUSY: the opener is inside the mount).
+        await sh(`python3 -c ${q(`import ctypes; ctypes.CDLL(None, use_errno=True).umount2(${JSON.stringify(mnt)}.encode(), 1)`)}`);
+        const releasesBefore = fs.calls.filter((c) => c.op === 'release').length;
+        answer!();
+        assert.equal(fs.calls.filter((c) => c.op === op && c.path === (op === 'open' ? '/slow' : '/new')).length, 1, `the held ${op} was answered`);
+        assert.equal(fs.calls.filter((c) => c.op === 'release').length, releasesBefore + 1, 'the refused handle was released');
+        assert.equal(fs.handles.size, 0, 'no handle left open');
+        assert.notEqual(await openerExit, 0, 'the opener saw the abort');
+        assert.equal(await fuse.ended, 0);
+      } finally {
+        if ((await Fuse.mountState(mnt)) !== 'none') await sh(`fusermount -u -z ${q(mnt)}`);
+      }
+    });
+  }
+
+  test('an open answered after opTimeoutMs (ETIMEDOUT sent) releases its late handle', async () => {
+    const fs = new MemFs();
+    const ops = fs.operations();
+    const open = ops.open!;
+    let answer: (() => void) | undefined;
+    ops.open = (ctx, ino, flags, cb) => {
+      if (fs.inodes.get(ino)?.path === '/late') answer = () => open(ctx, ino, flags, cb);
+      else open(ctx, ino, flags, cb);
+    };
+    const mnt = newMountpoint();
+    const fuse = new Fuse(mnt, ops, { opTimeoutMs: 200, onError: () => undefined });
+    await fuse.mount();
+    try {
+      await sh(`echo data > ${q(join(mnt, 'late'))}`);
+      const before = fs.calls.filter((c) => c.op === 'release').length;
+      await assert.rejects(sh(`cat ${q(join(mnt, 'late'))} 2>&1`), (e: Error & { stdout?: string }) => /timed out/i.test(String(e.stdout)));
+      assert.ok(answer !== undefined);
+      answer();
+      const released = fs.calls.filter((c) => c.op === 'release').slice(before);
+      assert.equal(released.length, 1, 'the late handle was released');
+      assert.equal(fs.handles.size, 0);
+    } finally {
+      await fuse.unmount();
+    }
+  });
+
   test('unmount: EBUSY while a file is open, clean afterwards', async () => {
     const fs = new MemFs();
     const mnt = newMountpoint();

@@ -88,7 +88,7 @@ function tally(counts: Map<string, number>, key: string): void {
 test(`fuzz: LMDB records (inode, dirent, block pointer, u64) (seed ${seed})`, { timeout: 60_000 * scale }, (t) => {
   const rand = seededRandom(seed);
   const counts = new Map<string, number>();
-  const validInode = encodeInode({ mode: 0o100644, uid: 1000, gid: 1000, nlink: 1, rdev: 0, size: 12345, atimeNs: 1n, mtimeNs: 2n, ctimeNs: 3n, generation: 4, target: Buffer.from('some/target') });
+  const validInode = encodeInode({ mode: 0o100644, uid: 1000, gid: 1000, nlink: 1, rdev: 0, size: 12345, atimeNs: 1n, mtimeNs: 2n, ctimeNs: 3n, generation: 4, blockCount: 5, target: Buffer.from('some/target') });
   const validDirent = encodeDirent({ ino: 77, type: 8 });
   const validPointer = encodeBlockPointer({ kind: 1, lengthBytes: 4096, segment: 3, offset: 4096, blockId: Buffer.alloc(16, 9) });
   const decoders: [string, Buffer, (b: Buffer) => unknown][] = [

@@ -145,8 +145,11 @@ function apply(t: TestFs, m: Model, op: Op): void | Promise<void> {
     case 'fsync': {
       const file = pick(m.paths((n) => n.kind === 'file'), op.path);
       if (file === undefined) return;
-      (file.node as MFile).synced = true;
-      return fs.fsync(fs.resolve(file.path));
+      const node = file.node as MFile;
+      node.synced = true;
+      const ino = fs.resolve(file.path);
+      // Written back, a file holds exactly its blocks with a non-zero byte (zeros become holes).
+      return fs.fsync(ino).then(() => assert.equal(fs.getattr(ino).blocks, 8 * nonZeroBlockCount(node.data), `st_blocks of ${file.path}`));
     }
     case 'unlink':
     case 'rmdir': {
@@ -204,6 +207,12 @@ function apply(t: TestFs, m: Model, op: Op): void | Promise<void> {
     case 'crash':
       return crash(t, m);
   }
+}
+
+function nonZeroBlockCount(data: Buffer): number {
+  let count = 0;
+  for (let start = 0; start < data.length; start += 4096) if (data.subarray(start, start + 4096).some((b) => b !== 0)) count++;
+  return count;
 }
 
 async function crash(t: TestFs, m: Model): Promise<void> {

@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import { openTestFs, type TestFs } from './fixtures.js';
 import { rootCtx, rootIno, S_IFIFO, S_IFREG, S_ISGID, S_ISUID, XATTR_CREATE, XATTR_REPLACE, type Ctx } from '../src/inode/types.js';
 import { isFsError } from '../src/errors.js';
+import { inoKey, metaKeys } from '../src/btree/keys.js';
+import { blockCountUnknown, decodeInode, decodeU64, encodeU64 } from '../src/btree/records.js';
+import { checkStore } from '../src/inode/check.js';
 
 const user: Ctx = { uid: 1000, gid: 1000, pid: 1 };
 
@@ -304,4 +307,81 @@ test('path resolution follows every rename, unlink and replaced target (path cac
     assert.equal(t.fs.resolve('/e/sub/f'), again.ino);
     assert.equal(code(() => t.fs.rmdir(rootCtx, rootIno, 'e')), 'ENOTEMPTY');
     assert.equal(t.fs.resolve('/e/sub'), sub.ino);
+  }));
+
+test('st_blocks counts the blocks a file holds, written back or still dirty, never its size', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'sparse', S_IFREG | 0o644);
+    const blocks = (): number => t.fs.getattr(f.ino).blocks;
+    const storedCount = (): number => decodeInode(t.store.btree.table('inode').get(inoKey(f.ino))!, 't').blockCount;
+    const whole = (byte: number): Buffer => Buffer.alloc(4096, byte);
+    t.fs.truncate(rootCtx, f.ino, 1024 ** 3);
+    assert.equal(blocks(), 0);
+    t.fs.write(rootCtx, f.ino, 5 * 4096, whole(1));
+    t.fs.write(rootCtx, f.ino, 9 * 4096, Buffer.alloc(100, 2)); // a short tail record still takes a block
+    assert.equal(blocks(), 2 * 8, 'dirty blocks count before write-back');
+    assert.equal(storedCount(), 0);
+    t.fs.flushFile(f.ino);
+    assert.equal(blocks(), 2 * 8);
+    assert.equal(storedCount(), 2);
+    t.fs.write(rootCtx, f.ino, 5 * 4096, whole(3)); // overwrite of a cached stored block
+    assert.equal(blocks(), 2 * 8);
+    await t.reopen();
+    t.fs.write(rootCtx, f.ino, 5 * 4096, whole(4)); // whole-block overwrite of a stored block not in the cache
+    t.fs.write(rootCtx, f.ino, 6 * 4096, whole(5));
+    assert.equal(blocks(), 3 * 8);
+    t.fs.write(rootCtx, f.ino, 7 * 4096, whole(0)); // zeros into a hole: dirty now, a hole once written back
+    assert.equal(blocks(), 4 * 8);
+    t.fs.flushFile(f.ino);
+    assert.equal(blocks(), 3 * 8);
+    // Attribute changes while blocks are pending keep the count (the pending record is older).
+    t.fs.write(rootCtx, f.ino, 20 * 4096, whole(6));
+    t.fs.chmod(rootCtx, f.ino, 0o600);
+    t.fs.utimens(rootCtx, f.ino, 'now', 'now');
+    assert.equal(blocks(), 4 * 8);
+    t.fs.flushFile(f.ino);
+    assert.equal(storedCount(), 4);
+    assert.equal(t.fs.truncate(rootCtx, f.ino, 6 * 4096 + 10).blocks, 2 * 8, 'truncate frees blocks 9 and 20, keeps the tail of 6');
+    assert.equal(t.fs.truncate(rootCtx, f.ino, 6 * 4096).blocks, 8);
+    assert.equal(t.fs.truncate(rootCtx, f.ino, 4096 + 1).blocks, 0);
+    assert.equal(t.fs.getattr(t.fs.mkdir(rootCtx, rootIno, 'd', 0o755).ino).blocks, 0);
+    assert.equal(t.fs.getattr(t.fs.symlink(rootCtx, rootIno, 'l', 'x'.repeat(600)).ino).blocks, 0);
+    t.fs.write(rootCtx, f.ino, 0, whole(7));
+    await t.reopen();
+    assert.equal(blocks(), 8);
+    assert.equal(storedCount(), 1);
+  }));
+
+test('a format-1 store (inode records without a block count) reads right and is upgraded at a writable open', () =>
+  withFs(async (t) => {
+    const f = t.fs.mknod(rootCtx, rootIno, 'f', S_IFREG | 0o644);
+    t.fs.write(rootCtx, f.ino, 0, Buffer.alloc(3 * 4096, 1));
+    const g = t.fs.mknod(rootCtx, rootIno, 'g', S_IFREG | 0o644);
+    t.fs.write(rootCtx, g.ino, 4096, Buffer.alloc(10, 1));
+    t.fs.symlink(rootCtx, rootIno, 'l', 'target');
+    await t.fs.fsync();
+    // Rewrite every record as version 1 (no count: 64 fixed bytes) and the store as format 1.
+    const inodes = t.store.btree.table('inode');
+    t.store.btree.transaction(() => {
+      for (const { key, value } of [...inodes.getRange({})]) {
+        const v1 = Buffer.concat([value.subarray(0, 64), value.subarray(72)]);
+        v1[0] = 1;
+        inodes.putSync(key, v1);
+      }
+      t.store.btree.table('meta').putSync(Buffer.from(metaKeys.formatVersion), encodeU64(1));
+    });
+    assert.equal(decodeInode(inodes.get(inoKey(f.ino))!, 't').blockCount, blockCountUnknown);
+    assert.equal(t.fs.readlink(t.fs.resolve('/l')), 'target');
+    assert.equal(t.fs.getattr(f.ino).blocks, 3 * 8, 'counted from the block map');
+    assert.deepEqual(checkStore(t.store).problems, []);
+    t.fs.write(rootCtx, g.ino, 0, Buffer.alloc(10, 2)); // a write on a version-1 record
+    t.fs.flushFile(g.ino);
+    assert.equal(decodeInode(inodes.get(inoKey(g.ino))!, 't').blockCount, 2);
+    await t.reopen();
+    const format = t.store.btree.table('meta').get(Buffer.from(metaKeys.formatVersion))!;
+    assert.equal(decodeU64(format, 't'), 2);
+    for (const { value } of t.store.btree.table('inode').getRange({})) assert.equal(value[0], 2, 'every record upgraded');
+    assert.equal(decodeInode(t.store.btree.table('inode').get(inoKey(f.ino))!, 't').blockCount, 3);
+    assert.equal(t.fs.getattr(g.ino).blocks, 2 * 8);
+    assert.equal(t.fs.readlink(t.fs.resolve('/l')), 'target');
   }));

@@ -227,12 +227,35 @@ describe('everyday tools on a zippy-fs mount', { skip }, () => {
     rmSync(plainBig);
   });
 
-  // KNOWN BUG (not fixed): st_blocks is the size rounded up, not the blocks the file holds, so
-  // du and sparse-aware tools (tar -S, cp --sparse=auto) see a sparse file as full.
-  test('st_blocks of a sparse file counts only written blocks', { todo: 'toAttr derives blocks from size' }, () => {
+  test('st_blocks of a sparse file counts only written blocks; truncate down gives them back; du agrees', () => {
     const sparse = join(m.mountpoint, 'sparse2');
+    const seed = join(work, 'seed');
+    writeFileSync(seed, Buffer.alloc(3 * 4096, 0x5a));
+    const du = (): number => Number(runTool('du', ['-B1', sparse]).split('\t')[0]);
     runTool('truncate', ['-s', '1G', sparse]);
-    assert.ok(statSync(sparse).blocks * 512 < 1024 * 1024, `sparse file reports ${statSync(sparse).blocks} blocks`);
+    assert.equal(statSync(sparse).blocks, 0);
+    // Three 4 KiB blocks far apart, then 100 bytes into a fourth: each is one block (8 sectors).
+    for (const seek of [10, 1000, 200_000]) runTool('dd', [`if=${seed}`, `of=${sparse}`, 'bs=4096', 'count=1', `seek=${seek}`, 'conv=notrunc', 'status=none']);
+    runTool('dd', [`if=${seed}`, `of=${sparse}`, 'bs=100', 'count=1', `seek=${(50_000 * 4096) / 100}`, 'conv=notrunc', 'status=none']);
+    assert.equal(statSync(sparse).size, 1024 ** 3);
+    assert.equal(statSync(sparse).blocks, 4 * 8);
+    assert.equal(du(), 4 * 4096);
+    // Truncating below block 200,000 frees it (a hole punch at the end).
+    runTool('truncate', ['-s', String(100_000 * 4096), sparse]);
+    assert.equal(statSync(sparse).blocks, 3 * 8);
+    assert.equal(du(), 3 * 4096);
+    // Into the middle of block 1000: its kept bytes stay a (short) block; blocks past it go.
+    runTool('truncate', ['-s', String(1000 * 4096 + 10), sparse]);
+    assert.equal(statSync(sparse).blocks, 2 * 8);
+    // A file just written by dd (no sync) shows its blocks at once, as on ext4.
+    const fresh = join(m.mountpoint, 'fresh');
+    runTool('dd', [`if=${seed}`, `of=${fresh}`, 'bs=4096', 'count=3', 'status=none']);
+    assert.equal(Number(runTool('du', ['-B1', fresh]).split('\t')[0]), 3 * 4096);
+    // Still open and written: the blocks in the cache count before any write-back.
+    const open = runTool('python3', ['-c', 'import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT)\nos.write(fd,b"q"*(5*4096+1))\nprint(os.fstat(fd).st_blocks)\nos.close(fd)', join(m.mountpoint, 'fresh-open')]);
+    assert.equal(Number(open), 6 * 8);
+    rmSync(fresh);
+    rmSync(join(m.mountpoint, 'fresh-open'));
   });
 
   test('df and df -i report the mount', () => {

@@ -15,7 +15,8 @@
  *      `call` is an external wrapping the pointer.
  *   3. The handler (src/fuse/binding.ts) eventually calls signal(call, result, ...outputs)
  *      exactly once. js_signal() replies to the kernel with the matching fuse_reply_*() call
- *      on the JS thread and frees the call.
+ *      on the JS thread and frees the call. For open, opendir and create it returns what the
+ *      reply returned (L9): when the kernel refused the reply, JS releases the handle.
  *
  * Invariants:
  *   - A fuse_native_call_t belongs to the JS thread from dispatch until signal frees it.
@@ -967,8 +968,11 @@ static int reply_readlink (napi_env env, fuse_native_call_t *c, size_t argc, nap
 }
 
 /* Replies to a successful (res >= 0) call with its outputs. Returns 0 when it replied, or a
- * negative errno for the caller to reply with instead. */
-static int reply_ok (napi_env env, fuse_native_call_t *c, int res, size_t argc, napi_value *argv) {
+ * negative errno for the caller to reply with instead. For open, opendir and create, *sent
+ * gets what fuse_reply_open/create returned: -ENOENT when the opener was interrupted or the
+ * connection aborted meanwhile, and the kernel then holds no handle and will never release
+ * it (L9). */
+static int reply_ok (napi_env env, fuse_native_call_t *c, int res, size_t argc, napi_value *argv, int *sent) {
   fuse_native_t *s = c->s;
   switch (c->op) {
     case OP_read:
@@ -989,9 +993,7 @@ static int reply_ok (napi_env env, fuse_native_call_t *c, int res, size_t argc, 
       struct fuse_entry_param e;
       if (argc < 1 || fill_entry(env, s, argv[0], &e) != 0) return -EIO;
       fill_fi(env, &c->fi, argc - 1, argv + 1);
-      /* If the opener was interrupted meanwhile the reply fails with ENOENT and the kernel
-       * never releases this handle: it stays open until unmount (PATCHES.md, Not done). */
-      fuse_reply_create(c->req, &e, &c->fi);
+      *sent = fuse_reply_create(c->req, &e, &c->fi);
       return 0;
     }
     case OP_getattr: case OP_setattr: {
@@ -1002,7 +1004,7 @@ static int reply_ok (napi_env env, fuse_native_call_t *c, int res, size_t argc, 
     }
     case OP_open: case OP_opendir:
       fill_fi(env, &c->fi, argc, argv);
-      fuse_reply_open(c->req, &c->fi);
+      *sent = fuse_reply_open(c->req, &c->fi);
       return 0;
     case OP_statfs: {
       struct statvfs sv;
@@ -1024,7 +1026,9 @@ static int reply_ok (napi_env env, fuse_native_call_t *c, int res, size_t argc, 
   }
 }
 
-/* signal(call, result, ...outputs): answers one call. Must run exactly once per call. */
+/* signal(call, result, ...outputs): answers one call. Must run exactly once per call.
+ * Returns 0, or the negative errno of an open, opendir or create reply the kernel refused
+ * (L9: the caller must then release the handle it answered with). */
 static napi_value js_signal (napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -1036,7 +1040,7 @@ static napi_value js_signal (napi_env env, napi_callback_info info) {
 
   fuse_native_call_t *c;
   NAPI_OK(env, napi_get_value_external(env, argv[0], (void **) &c), "signal: bad call handle");
-  if (c->req == NULL) return NULL;   /* init: nothing to answer */
+  if (c->req == NULL) return js_i32(env, 0);   /* init: nothing to answer */
 
   int32_t res;
   if (napi_get_value_int32(env, argv[1], &res) != napi_ok) res = -EIO;
@@ -1052,7 +1056,8 @@ static napi_value js_signal (napi_env env, napi_callback_info info) {
     }
   }
 
-  if (res >= 0) res = reply_ok(env, c, res, outc, outv);
+  int sent = 0;
+  if (res >= 0) res = reply_ok(env, c, res, outc, outv, &sent);
   if (res < 0) {
     if (res == -ENOENT && c->op == OP_lookup && c->s->timeouts[TIMEOUT_NEGATIVE] > 0) {
       /* A negative entry the kernel may cache (negative_timeout). */
@@ -1065,7 +1070,7 @@ static napi_value js_signal (napi_env env, napi_callback_info info) {
     }
   }
   call_free(c);   /* last touch of *c */
-  return NULL;
+  return js_i32(env, sent);
 }
 
 /*

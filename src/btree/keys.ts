@@ -48,8 +48,14 @@ export const metaKeys = {
   storeId: 'store.id',
 } as const;
 
-/** Current on-disk format version of the LMDB layout; stored under metaKeys.formatVersion. */
-export const btreeFormatVersion = 1;
+/**
+ * Current on-disk format version of the LMDB layout; stored under metaKeys.formatVersion.
+ * 2: inode records carry their block count (records.ts); a format-1 store is upgraded when
+ * opened for writing (Store.open).
+ */
+export const btreeFormatVersion = 2;
+/** The oldest format this build opens (and upgrades). */
+export const btreeFormatVersionOldest = 1;
 
 const u64Bytes = 8;
 const u32Bytes = 4;

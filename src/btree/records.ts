@@ -2,12 +2,17 @@
  * Value codecs of the LMDB tables (docs/FORMAT.md, "LMDB values"). Each record has fixed
  * offsets named here once; decode checks the length and version before trusting a byte.
  */
-import { corrupt } from '../errors.js';
+import { assert, corrupt } from '../errors.js';
 import { readU64 } from './keys.js';
 
-/** Inode record layout (all big-endian). */
+/**
+ * Inode record layout (all big-endian). Version 2 added `blockCount`; a version-1 record (64
+ * fixed bytes, no count) still decodes, with `blockCount` = blockCountUnknown: Store.open
+ * rewrites every one of them when it opens a format-1 store for writing, so only read-only
+ * openers of an old store ever see one.
+ */
 export const inodeRecord = {
-  versionOffset: 0, // u8: record version (1)
+  versionOffset: 0, // u8: record version (2; 1 still decodes)
   flagsOffset: 1, // u8: reserved, 0
   reservedOffset: 2, // u16: reserved, 0
   modeOffset: 4, // u32: st_mode (type and permission bits)
@@ -20,9 +25,15 @@ export const inodeRecord = {
   mtimeOffset: 40, // i64
   ctimeOffset: 48, // i64
   generationOffset: 56, // u64: bumped when the sync layer replaces the content (cache invalidation)
-  fixedBytes: 64, // followed by the symlink target (utf8 bytes) for symlinks
-  version: 1,
+  blockCountOffset: 64, // u64: block map entries of this inode (st_blocks = 8 × it)
+  fixedBytes: 72, // followed by the symlink target (utf8 bytes) for symlinks
+  fixedBytesV1: 64, // version 1: no blockCount; the target starts here
+  version: 2,
+  versionV1: 1,
 } as const;
+
+/** `blockCount` of a decoded version-1 record, which carries none (never encoded). */
+export const blockCountUnknown = -1;
 
 /** Attributes of one inode as stored. Times are ns since the epoch. */
 export interface InodeRecord {
@@ -36,12 +47,18 @@ export interface InodeRecord {
   mtimeNs: bigint;
   ctimeNs: bigint;
   generation: number;
+  /**
+   * Number of block map entries of the inode, kept in the transaction that adds or removes
+   * them; blockCountUnknown only in a record decoded from a version-1 store.
+   */
+  blockCount: number;
   /** Symlink target bytes; empty for other types. */
   target: Buffer;
 }
 
 export function encodeInode(rec: InodeRecord): Buffer {
   const L = inodeRecord;
+  assert(Number.isSafeInteger(rec.blockCount) && rec.blockCount >= 0, `inode block count ${rec.blockCount} is not a count`);
   const buf = Buffer.alloc(L.fixedBytes + rec.target.length);
   buf.writeUInt8(L.version, L.versionOffset);
   buf.writeUInt32BE(rec.mode >>> 0, L.modeOffset);
@@ -54,15 +71,14 @@ export function encodeInode(rec: InodeRecord): Buffer {
   buf.writeBigInt64BE(rec.mtimeNs, L.mtimeOffset);
   buf.writeBigInt64BE(rec.ctimeNs, L.ctimeOffset);
   buf.writeBigUInt64BE(BigInt(rec.generation), L.generationOffset);
+  buf.writeBigUInt64BE(BigInt(rec.blockCount), L.blockCountOffset);
   rec.target.copy(buf, L.fixedBytes);
   return buf;
 }
 
 export function decodeInode(buf: Buffer, place: string): InodeRecord {
   const L = inodeRecord;
-  if (buf.length < L.fixedBytes) throw corrupt(`inode record is ${buf.length} bytes, needs ${L.fixedBytes}`, place);
-  const version = buf.readUInt8(L.versionOffset);
-  if (version !== L.version) throw corrupt(`inode record version ${version}, expected ${L.version}`, place);
+  const fixedBytes = inodeFixedBytes(buf, place);
   return {
     mode: buf.readUInt32BE(L.modeOffset),
     uid: buf.readUInt32BE(L.uidOffset),
@@ -74,8 +90,25 @@ export function decodeInode(buf: Buffer, place: string): InodeRecord {
     mtimeNs: buf.readBigInt64BE(L.mtimeOffset),
     ctimeNs: buf.readBigInt64BE(L.ctimeOffset),
     generation: readU64(buf, L.generationOffset),
-    target: Buffer.from(buf.subarray(L.fixedBytes)),
+    blockCount: fixedBytes === L.fixedBytes ? readU64(buf, L.blockCountOffset) : blockCountUnknown,
+    target: Buffer.from(buf.subarray(fixedBytes)),
   };
+}
+
+/** The block count of an encoded inode record without decoding the rest (blockCountUnknown for version 1). */
+export function decodeInodeBlockCount(buf: Buffer, place: string): number {
+  return inodeFixedBytes(buf, place) === inodeRecord.fixedBytes ? readU64(buf, inodeRecord.blockCountOffset) : blockCountUnknown;
+}
+
+/** The fixed part's length for the record's version, after checking version and length. */
+function inodeFixedBytes(buf: Buffer, place: string): number {
+  const L = inodeRecord;
+  if (buf.length < 1) throw corrupt('inode record is empty', place);
+  const version = buf.readUInt8(L.versionOffset);
+  if (version !== L.version && version !== L.versionV1) throw corrupt(`inode record version ${version}, expected ${L.version} (or ${L.versionV1})`, place);
+  const fixedBytes = version === L.version ? L.fixedBytes : L.fixedBytesV1;
+  if (buf.length < fixedBytes) throw corrupt(`inode record version ${version} is ${buf.length} bytes, needs ${fixedBytes}`, place);
+  return fixedBytes;
 }
 
 /** Dirent value layout: child ino u64 ‖ file type u8 (the S_IFMT bits >> 12). */

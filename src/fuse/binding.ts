@@ -15,6 +15,10 @@
  *     handler that throws or answers with a malformed value answers EIO (and is reported),
  *     and with `opTimeoutMs` a handler that never answers answers ETIMEDOUT. The addon
  *     tears the session down only after every request has been answered.
+ *   - Every handle an open, opendir or create handler answers with is released exactly once:
+ *     by the kernel's release/releasedir, or, when the kernel never took it (the reply failed
+ *     because the opener was interrupted or the connection aborted, or the answer came after
+ *     ETIMEDOUT), by this file calling the release/releasedir handler itself.
  *   - The read/write buffer a handler receives is valid only until the handler answers; the
  *     addon detaches it then, so a kept reference reads as empty instead of as freed memory.
  *     Copy what must outlive the call.
@@ -268,7 +272,9 @@ type NativeHandler = (call: NativeCall, uid: number, gid: number, pid: number, u
 
 interface NativeBinding {
   mount(mountpoint: string, args: string[], handlers: (NativeHandler | undefined)[], onExit: (loopResult: number) => void, singleThreaded: boolean, timeouts: Float64Array, inLoop: boolean): NativeSession;
-  signal(call: NativeCall, result: number, a?: unknown, b?: unknown, c?: unknown): void;
+  /** 0, or the negative errno of an open, opendir or create reply the kernel refused
+   *  (PATCHES.md L9; an addon older than L9 returns undefined). */
+  signal(call: NativeCall, result: number, a?: unknown, b?: unknown, c?: unknown): number | undefined;
   invalidate(session: NativeSession, ino: number): boolean;
   readonly ops: Readonly<Record<OperationName | 'init', number>>;
   readonly opCount: number;
@@ -534,7 +540,8 @@ function exitHook(): void {
 // ---------------------------------------------------------------------------------------
 
 
-type Answer = (result: number, a?: unknown, b?: unknown, c?: unknown) => void;
+/** Answers a request; true when the kernel took the answer (false: ignored or refused). */
+type Answer = (result: number, a?: unknown, b?: unknown, c?: unknown) => boolean;
 export type FuseState = 'idle' | 'mounting' | 'mounted' | 'unmounting' | 'unmounted';
 
 function defaultOnError(error: unknown, op: OperationName, target: string | undefined): void {
@@ -728,13 +735,30 @@ export class Fuse {
     const finish: Answer = (result, a, b, c) => {
       if (done) {
         if (!timedOut) this.onError(new Error('answered twice; the second answer is ignored'), op, target);
-        return;
+        return false;
       }
       done = true;
       if (timer !== undefined) clearTimeout(timer);
-      native.signal(call, result, a, b, c);
+      const refused = native.signal(call, result, a, b, c);
+      return typeof refused !== 'number' || refused === 0;
     };
     return finish;
+  }
+
+  /**
+   * Releases a handle the kernel never took (its open, opendir or create reply was refused or
+   * came too late), so the file system frees what the handle keeps alive — an unlinked file,
+   * a directory snapshot. `release` is undefined when the file system has no such handler.
+   */
+  private releaseUntaken(op: 'release' | 'releasedir', target: string, release: ((cb: StatusCallback) => void) | undefined): void {
+    if (release === undefined) return;
+    try {
+      release((result) => {
+        if (result !== 0) this.onError(new Error(`${op} of a handle the kernel never took answered ${result}`), op, target);
+      });
+    } catch (error) {
+      this.onError(error, op, target);
+    }
   }
 
   /** Runs `body` (an encoder or a handler call) and turns a throw into an EIO answer. */
@@ -842,13 +866,14 @@ export class Fuse {
     if (access) this.addStatusOp(native, set, 'access', inoTarget, (ctx, [ino, mask]: [number, number], cb) => access.call(ops, ctx, ino, mask, cb));
   }
 
-  /** open and opendir answer with a file handle and optional open flags. */
-  private openAnswer(name: OperationName, target: string, finish: Answer): OpenCallback {
+  /** open and opendir answer with a file handle and optional open flags; `release` frees a handle the kernel did not take. */
+  private openAnswer(name: 'open' | 'opendir', target: string, finish: Answer, release: (fh: number) => void): OpenCallback {
     return (result, fh, reply) => {
       this.guard(name, target, finish, undefined, () => {
         const r = this.status(name, target, result);
-        if (r !== 0) return finish(r);
-        finish(0, checkCount(fh ?? 0, 'fh'), encodeOpenReply(reply));
+        if (r !== 0) return void finish(r);
+        const handle = checkCount(fh ?? 0, 'fh');
+        if (!finish(0, handle, encodeOpenReply(reply))) release(handle);
       });
     };
   }
@@ -860,7 +885,8 @@ export class Fuse {
       set('opendir', (call, ctx, ino: number, flags: number) => {
         const where = targetOf(ino);
         const finish = this.answer(native, call, 'opendir', where);
-        this.guard('opendir', where, finish, undefined, () => opendir.call(ops, ctx, ino, flags, this.openAnswer('opendir', where, finish)));
+        const release = (fh: number): void => this.releaseUntaken('releasedir', where, releasedir && ((cb) => releasedir.call(ops, ctx, ino, fh, cb)));
+        this.guard('opendir', where, finish, undefined, () => opendir.call(ops, ctx, ino, flags, this.openAnswer('opendir', where, finish, release)));
       });
     }
     if (readdir) {
@@ -871,7 +897,7 @@ export class Fuse {
         this.guard('readdir', where, finish, undefined, () => readdir.call(ops, ctx, ino, fh, offset, maxCount, (result, names, stats) => {
           this.guard('readdir', where, finish, undefined, () => {
             const r = this.status('readdir', where, result);
-            if (r !== 0) return finish(r);
+            if (r !== 0) return void finish(r);
             const count = names?.length ?? 0;
             finish(0, encodeNames(names, 'readdir', false), encodeDirentStats(stats, count));
           });
@@ -897,7 +923,8 @@ export class Fuse {
       set('open', (call, ctx, ino: number, flags: number) => {
         const where = targetOf(ino);
         const finish = this.answer(native, call, 'open', where);
-        this.guard('open', where, finish, undefined, () => open.call(ops, ctx, ino, flags, this.openAnswer('open', where, finish)));
+        const untaken = (fh: number): void => this.releaseUntaken('release', where, release && ((cb) => release.call(ops, ctx, ino, fh, flags, cb)));
+        this.guard('open', where, finish, undefined, () => open.call(ops, ctx, ino, flags, this.openAnswer('open', where, finish, untaken)));
       });
     }
     if (create) {
@@ -907,8 +934,13 @@ export class Fuse {
         this.guard('create', where, finish, undefined, () => create.call(ops, ctx, parent, name, mode, flags, (result, st, fh, reply) => {
           this.guard('create', where, finish, undefined, () => {
             const r = this.status('create', where, result);
-            if (r !== 0) return finish(r);
-            finish(0, encodeStat(st), checkCount(fh ?? 0, 'fh'), encodeOpenReply(reply));
+            if (r !== 0) return void finish(r);
+            const encoded = encodeStat(st);
+            const handle = checkCount(fh ?? 0, 'fh');
+            const ino = st!.ino;
+            if (!finish(0, encoded, handle, encodeOpenReply(reply))) {
+              this.releaseUntaken('release', where, release && ((cb) => release.call(ops, ctx, ino, handle, flags, cb)));
+            }
           });
         }));
       });
@@ -966,7 +998,7 @@ export class Fuse {
         this.guard('readlink', where, finish, undefined, () => readlink.call(ops, ctx, ino, (result, target) => {
           this.guard('readlink', where, finish, undefined, () => {
             const r = this.status('readlink', where, result);
-            if (r !== 0) return finish(r);
+            if (r !== 0) return void finish(r);
             if (typeof target !== 'string') throw new TypeError('readlink answered 0 without a target');
             finish(0, target);
           });
@@ -991,7 +1023,7 @@ export class Fuse {
         this.guard('getxattr', where, finish, undefined, () => getxattr.call(ops, ctx, ino, name, (result, value) => {
           this.guard('getxattr', where, finish, undefined, () => {
             const r = this.status('getxattr', where, result);
-            if (r !== 0) return finish(r);
+            if (r !== 0) return void finish(r);
             if (!Buffer.isBuffer(value)) throw new TypeError('getxattr answered 0 without a Buffer');
             finish(0, value);
           });
@@ -1005,7 +1037,7 @@ export class Fuse {
         this.guard('listxattr', where, finish, undefined, () => listxattr.call(ops, ctx, ino, (result, names) => {
           this.guard('listxattr', where, finish, undefined, () => {
             const r = this.status('listxattr', where, result);
-            if (r !== 0) return finish(r);
+            if (r !== 0) return void finish(r);
             finish(0, encodeNames(names, 'listxattr', true));
           });
         }));

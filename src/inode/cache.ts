@@ -5,7 +5,8 @@
  * are dropped when another machine changes that file (invalidateFile).
  *
  * Invariants: every entry's data is exactly blockSizeBytes long; `bytes` equals
- * entryCount × blockSizeBytes; a dirty entry is also in its file's dirty set.
+ * entryCount × blockSizeBytes; a dirty entry is also in its file's dirty set; a file's
+ * new-dirty count is the number of its entries that are dirty and not `stored`.
  *
  * Buffers: the cache owns the data of its entries and reuses the buffer of a dropped entry for
  * the next block (take), so steady-state reading and writing allocate nothing and leave the
@@ -26,6 +27,11 @@ export interface CacheEntry {
   blockIndex: number;
   data: Buffer;
   dirty: boolean;
+  /**
+   * The block map holds this block (it was read from the store or written back). A dirty entry
+   * that is not stored will add a block map entry at write-back: st_blocks counts it already.
+   */
+  stored: boolean;
 }
 
 export class BlockCache {
@@ -34,6 +40,8 @@ export class BlockCache {
   /** Least recently used first. */
   private readonly lru = new Set<CacheEntry>();
   private readonly dirtyByFile = new Map<number, Set<CacheEntry>>();
+  /** Per file: dirty entries that are not stored (absent key: 0). */
+  private readonly newDirtyByFile = new Map<number, number>();
   private dirtyCount = 0;
   /** Buffers of dropped entries, handed out again by take(). */
   private readonly spare: Buffer[] = [];
@@ -86,8 +94,8 @@ export class BlockCache {
     return this.files.get(ino)?.has(blockIndex) ?? false;
   }
 
-  /** Inserts (or replaces) a block; `data` must be exactly one block. Does not evict. */
-  put(ino: number, blockIndex: number, data: Buffer, dirty: boolean): CacheEntry {
+  /** Inserts (or replaces) a block; `data` must be exactly one block; `stored`: the block map holds it. Does not evict. */
+  put(ino: number, blockIndex: number, data: Buffer, dirty: boolean, stored: boolean): CacheEntry {
     assert(data.length === blockSizeBytes, `cache block of ${data.length} bytes`);
     let file = this.files.get(ino);
     if (file === undefined) {
@@ -96,7 +104,7 @@ export class BlockCache {
     }
     const old = file.get(blockIndex);
     if (old !== undefined) this.remove(old);
-    const entry: CacheEntry = { ino, blockIndex, data, dirty: false };
+    const entry: CacheEntry = { ino, blockIndex, data, dirty: false, stored };
     file.set(blockIndex, entry);
     this.lru.add(entry);
     if (dirty) this.markDirty(entry);
@@ -108,6 +116,7 @@ export class BlockCache {
     if (entry.dirty) return;
     entry.dirty = true;
     this.dirtyCount++;
+    if (!entry.stored) this.newDirtyAdd(entry.ino, 1);
     let set = this.dirtyByFile.get(entry.ino);
     if (set === undefined) {
       set = new Set();
@@ -121,9 +130,29 @@ export class BlockCache {
     if (!entry.dirty) return;
     entry.dirty = false;
     this.dirtyCount--;
+    if (!entry.stored) this.newDirtyAdd(entry.ino, -1);
     const set = this.dirtyByFile.get(entry.ino);
     set?.delete(entry);
     if (set !== undefined && set.size === 0) this.dirtyByFile.delete(entry.ino);
+  }
+
+  /** Records whether the block map holds the entry's block (after a write-back or a truncate changed it). */
+  setStored(entry: CacheEntry, stored: boolean): void {
+    if (entry.stored === stored) return;
+    entry.stored = stored;
+    if (entry.dirty) this.newDirtyAdd(entry.ino, stored ? -1 : 1);
+  }
+
+  /** Dirty blocks of `ino` the block map does not hold yet: the blocks its write-back will add. */
+  newDirtyCountOf(ino: number): number {
+    return this.newDirtyByFile.get(ino) ?? 0;
+  }
+
+  private newDirtyAdd(ino: number, delta: number): void {
+    const count = (this.newDirtyByFile.get(ino) ?? 0) + delta;
+    assert(count >= 0, `new dirty block count of inode ${ino} went to ${count}`);
+    if (count === 0) this.newDirtyByFile.delete(ino);
+    else this.newDirtyByFile.set(ino, count);
   }
 
   /** Dirty blocks of one file, in block order. */
@@ -191,6 +220,7 @@ export class BlockCache {
     this.files.clear();
     this.lru.clear();
     this.dirtyByFile.clear();
+    this.newDirtyByFile.clear();
     this.dirtyCount = 0;
   }
 }

@@ -9,6 +9,7 @@
  * - every block map entry is within its file's size and points at a record that reads back
  *   with a good checksum and the right owner (segment pointers), or at a block id the sync
  *   catalog knows (archive pointers);
+ * - every inode's stored block count (st_blocks / 8) equals its block map entries;
  * - per-segment live bytes equal what the block maps reference;
  * - allocator marks lie above everything in use.
  *
@@ -26,7 +27,7 @@ import { checkSegments, type SegmentCheck, type SegmentFinding } from '../blocks
 import { segmentFileName } from '../blocks/index.js';
 import { Btree } from '../btree/db.js';
 import { blockKeyIndex, direntKey, direntKeyName, inoPrefixRange, keyIno, linkKey, linkKeyParts, metaKeys, tableNames, type TableName } from '../btree/keys.js';
-import { blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, decodeU64, type BlockPointer, type InodeRecord } from '../btree/records.js';
+import { blockCountUnknown, blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, decodeU64, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import type { Store } from './store.js';
 import { isDir, isLnk, isReg, rootIno, S_IFMT } from './types.js';
 
@@ -34,7 +35,7 @@ export type ProblemCode =
   | 'dangling-dirent' | 'dirent-type' | 'missing-dotdot' | 'bad-dotdot' | 'nlink' | 'unreachable-inode'
   | 'block-beyond-size' | 'block-unreadable' | 'block-orphan' | 'block-archive' | 'segment-usage' | 'mark-below-use'
   | 'xattr-orphan' | 'orphan-list' | 'symlink-size' | 'too-deep' | 'record' | 'link-table' | 'segment-missing'
-  | 'btree-unreadable' | SegmentFinding['code'];
+  | 'btree-unreadable' | 'block-count' | SegmentFinding['code'];
 
 export interface Problem {
   code: ProblemCode;
@@ -381,6 +382,7 @@ function checkBlocks(source: CheckSource, inodes: Map<number, InodeRecord>, opti
   if (head === undefined) report('mark-below-use', 'meta alloc.segment-head', 'the segment log head mark is missing');
   let blockCount = 0;
   let blockBytes = 0;
+  const entriesByIno = new Map<number, number>();
   const blockTotal = options.progress === undefined ? 0 : (source.btree.table('blockmap').getStats() as { entryCount: number }).entryCount;
   for (const { key, value } of source.btree.table('blockmap').getRange({})) {
     const ino = keyIno(key);
@@ -393,6 +395,7 @@ function checkBlocks(source: CheckSource, inodes: Map<number, InodeRecord>, opti
       report('block-orphan', place, 'block map entry of a missing inode');
       continue;
     }
+    entriesByIno.set(ino, (entriesByIno.get(ino) ?? 0) + 1);
     if (!isReg(rec.mode) || blockIndex * blockSizeBytes >= rec.size) report('block-beyond-size', place, `block beyond the file size ${rec.size}`);
     let ptr;
     try {
@@ -420,6 +423,7 @@ function checkBlocks(source: CheckSource, inodes: Map<number, InodeRecord>, opti
     const why = source.verifyBlock(ptr, ino, blockIndex);
     if (why !== undefined) report('block-unreadable', `${place} (${segmentFileName(ptr.segment)}:${ptr.offset})`, why);
   }
+  checkBlockCounts(inodes, entriesByIno, report);
   for (const [segment, m] of missingSegments) {
     const inos = [...m.inos].slice(0, 10).join(', ');
     report('segment-missing', segmentFileName(segment), `segment file is missing; ${m.count} blocks of inodes ${inos}${m.inos.size > 10 ? ', …' : ''} point into it`);
@@ -432,6 +436,15 @@ function checkBlocks(source: CheckSource, inodes: Map<number, InodeRecord>, opti
     if (want !== have) report('segment-usage', `segment ${segment}`, `usage records ${have} live bytes, block maps reference ${want}`);
   }
   return { blockCount, blockBytes };
+}
+
+/** Each inode's stored block count against its block map entries (a version-1 record has none to check). */
+function checkBlockCounts(inodes: Map<number, InodeRecord>, entriesByIno: Map<number, number>, report: Report): void {
+  for (const [ino, rec] of inodes) {
+    if (rec.blockCount === blockCountUnknown) continue;
+    const entries = entriesByIno.get(ino) ?? 0;
+    if (rec.blockCount !== entries) report('block-count', `inode ${ino}`, `block count ${rec.blockCount}, block map entries ${entries}`);
+  }
 }
 
 function checkXattrs(btree: Btree, inodes: Map<number, InodeRecord>, report: Report): void {

@@ -17,7 +17,7 @@ import { assert, fsError, isFsError, type FsError } from '../errors.js';
 import { recordSizeBytes, type BlockLocation } from '../blocks/index.js';
 import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, pathCacheEntryCountMax, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
-import { blockIdUnknown, blockPointerKind, decodeBlockPlace, decodeBlockPointer, type BlockPlace, decodeDirent, decodeInode, encodeBlockPointer, encodeDirent, encodeInode, type BlockPointer, type InodeRecord } from '../btree/records.js';
+import { blockCountUnknown, blockIdUnknown, blockPointerKind, decodeBlockPlace, decodeBlockPointer, decodeDirent, decodeInode, decodeInodeBlockCount, encodeBlockPointer, encodeDirent, encodeInode, type BlockPlace, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import { BlockCache, type CacheEntry } from './cache.js';
 import { cleanSegments } from './cleaner.js';
 import { nameBytes, splitPath } from './names.js';
@@ -144,7 +144,7 @@ export class FileSystem {
 
   /** Attributes of inode `ino`, including writes not yet committed. */
   getattr(ino: number): Attr {
-    return toAttr(ino, this.inode(ino));
+    return this.attrOf(ino, this.inode(ino));
   }
 
   /** Entries of directory `ino`, without "." and "..". */
@@ -208,7 +208,7 @@ export class FileSystem {
       this.direntPut(parent, nameBuf, ino, rec.mode);
       parentRec.mtimeNs = parentRec.ctimeNs = now;
       this.putInode(parent, parentRec);
-      return toAttr(ino, rec);
+      return this.attrOf(ino, rec);
     });
   }
 
@@ -307,7 +307,7 @@ export class FileSystem {
       rec.mode = (rec.mode & S_IFMT) | bits;
       rec.ctimeNs = nowNs();
       this.putInode(ino, rec);
-      return toAttr(ino, rec);
+      return this.attrOf(ino, rec);
     });
   }
 
@@ -329,7 +329,7 @@ export class FileSystem {
       rec.gid = newGid;
       rec.ctimeNs = nowNs();
       this.putInode(ino, rec);
-      return toAttr(ino, rec);
+      return this.attrOf(ino, rec);
     });
   }
 
@@ -349,7 +349,7 @@ export class FileSystem {
       if (mtime !== 'omit') rec.mtimeNs = mtime === 'now' ? now : mtime;
       rec.ctimeNs = now;
       this.putInode(ino, rec);
-      return toAttr(ino, rec);
+      return this.attrOf(ino, rec);
     });
   }
 
@@ -367,9 +367,10 @@ export class FileSystem {
     return this.commit(() => {
       const rec = this.inode(ino);
       const keepBlockCount = Math.ceil(size / blockSizeBytes);
-      this.freeBlocks(ino, keepBlockCount);
-      if (tail !== undefined && tailLoc !== undefined) this.putBlock(ino, tail.blockIndex, tailLoc);
-      else if (tail !== undefined) this.removeBlock(ino, tail.blockIndex); // what is kept is all zeros: a hole
+      let added = -this.freeBlocks(ino, keepBlockCount);
+      if (tail !== undefined && tailLoc !== undefined) added += this.putBlock(ino, tail.blockIndex, tailLoc);
+      else if (tail !== undefined) added -= this.removeBlock(ino, tail.blockIndex); // what is kept is all zeros: a hole
+      this.blockCountAdd(ino, added);
       if (rec.size !== size) {
         rec.size = size;
         rec.mtimeNs = rec.ctimeNs = nowNs();
@@ -378,7 +379,9 @@ export class FileSystem {
       this.putInode(ino, rec);
       this.cache.dropFrom(ino, keepBlockCount);
       this.zeroCachedTail(ino, size);
-      return toAttr(ino, rec);
+      const tailEntry = tail === undefined ? undefined : this.cache.get(ino, tail.blockIndex);
+      if (tailEntry !== undefined) this.cache.setStored(tailEntry, tailLoc !== undefined);
+      return this.attrOf(ino, rec);
     });
   }
 
@@ -528,7 +531,7 @@ export class FileSystem {
         direct.add(loc, blockIndex, out.subarray(at, at + blockSizeBytes));
       } else {
         const data = this.loadPointer(ino, blockIndex, ptr);
-        this.cache.put(ino, blockIndex, data, false);
+        this.cache.put(ino, blockIndex, data, false, true);
         data.copy(out, at, within, within + count);
       }
     }
@@ -544,11 +547,15 @@ export class FileSystem {
     if (!isReg(rec.mode)) throw fsError(isDir(rec.mode) ? 'EISDIR' : 'EINVAL', 'write to a non-regular file', `inode ${ino}`);
     const end = offset + data.length;
     if (offset < 0 || end > fileSizeMaxBytes) throw fsError('EFBIG', `write to ${end} beyond ${fileSizeMaxBytes}`, `inode ${ino}`);
+    // Whole-block writes skip reading the block, so whether the map holds it is asked once per
+    // call, for the whole range (an append to a new file finds nothing there).
+    let stored: ReadonlySet<number> | undefined;
+    const isStored = (blockIndex: number): boolean => (stored ??= this.storedBlockIndexes(ino, Math.floor(offset / blockSizeBytes), Math.floor((end - 1) / blockSizeBytes))).has(blockIndex);
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
       const within = pos - blockIndex * blockSizeBytes;
       const count = Math.min(blockSizeBytes - within, end - pos);
-      const entry = this.blockForWrite(ino, blockIndex, count === blockSizeBytes);
+      const entry = this.blockForWrite(ino, blockIndex, count === blockSizeBytes, isStored);
       data.copy(entry.data, within, pos - offset, pos - offset + count);
       this.cache.markDirty(entry);
       pos += count;
@@ -604,12 +611,20 @@ export class FileSystem {
       const value = this.store.btree.table('inode').get(inoKey(ino));
       if (value === undefined) return; // freed meanwhile: nothing to keep
       // No block is stored at or past the committed size (truncate frees them): blocks there are new.
-      const storedBlockCount = Math.ceil(decodeInode(value, `inode ${ino}`).size / blockSizeBytes);
-      writes.forEach((w, i) => this.putBlock(ino, w.entry.blockIndex, locations[i]!, w.entry.blockIndex >= storedBlockCount));
-      for (const hole of holes) this.removeBlock(ino, hole.blockIndex);
-      if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode(rec));
+      const slotsBelowSize = Math.ceil(decodeInode(value, `inode ${ino}`).size / blockSizeBytes);
+      let added = 0;
+      writes.forEach((w, i) => {
+        added += this.putBlock(ino, w.entry.blockIndex, locations[i]!, w.entry.blockIndex >= slotsBelowSize);
+      });
+      for (const hole of holes) added -= this.removeBlock(ino, hole.blockIndex);
+      this.blockCountAdd(ino, added);
+      // The pending record brings the new size and times; the count is the stored one, which
+      // blockCountAdd has just set (the pending copy's may be older).
+      if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode({ ...rec, blockCount: this.storedBlockCount(ino) }));
       this.notify(ino);
     });
+    for (const w of writes) this.cache.setStored(w.entry, true);
+    for (const hole of holes) this.cache.setStored(hole, false);
     for (const entry of entries) this.cache.markClean(entry);
     this.pending.delete(ino);
   }
@@ -680,13 +695,15 @@ export class FileSystem {
     this.flushFile(ino);
     this.commit(() => {
       const rec = this.inode(ino);
-      this.freeBlocks(ino, 0);
+      let added = -this.freeBlocks(ino, 0);
       const table = this.store.btree.table('blockmap');
       for (const [blockIndex, ptr] of pointers) {
         assert(blockIndex * blockSizeBytes < sizeBytes, `block ${blockIndex} beyond size ${sizeBytes}`);
         table.putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
         if (ptr.kind === blockPointerKind.segment) this.store.usageAdd(ptr.segment, ptr.lengthBytes);
+        added++;
       }
+      this.blockCountAdd(ino, added);
       rec.size = sizeBytes;
       rec.mtimeNs = mtimeNs;
       rec.ctimeNs = nowNs();
@@ -705,11 +722,57 @@ export class FileSystem {
     return rec;
   }
 
+  /**
+   * The inode's record: the pending one while the file has uncommitted writes, with the stored
+   * block count (only blockCountAdd changes it, in the stored record), else the stored one.
+   */
   private inodeOrUndefined(ino: number): InodeRecord | undefined {
     const pending = this.pending.get(ino);
-    if (pending !== undefined) return { ...pending };
+    if (pending !== undefined) return { ...pending, blockCount: this.storedBlockCount(ino) };
     const value = this.store.btree.table('inode').get(inoKey(ino));
-    return value === undefined ? undefined : decodeInode(value, `inode ${ino}`);
+    if (value === undefined) return undefined;
+    const rec = decodeInode(value, `inode ${ino}`);
+    if (rec.blockCount === blockCountUnknown) rec.blockCount = this.blockEntryCount(ino);
+    return rec;
+  }
+
+  /** Attributes of `ino` whose record is `rec`, with its dirty blocks not yet in the block map. */
+  private attrOf(ino: number, rec: InodeRecord): Attr {
+    return toAttr(ino, rec, this.cache.newDirtyCountOf(ino));
+  }
+
+  /** The block count in the stored record of `ino` (0 when it has none yet); `value`: that record when already read. */
+  private storedBlockCount(ino: number, value = this.store.btree.table('inode').get(inoKey(ino))): number {
+    if (value === undefined) return 0;
+    const count = decodeInodeBlockCount(value, `inode ${ino}`);
+    return count === blockCountUnknown ? this.blockEntryCount(ino) : count;
+  }
+
+  /**
+   * Counts the block map entries of `ino`: only for a version-1 record, which carries no count
+   * (a read-only open of a format-1 store; a writable open upgrades the store first).
+   */
+  private blockEntryCount(ino: number): number {
+    let count = 0;
+    for (const _ of this.store.btree.table('blockmap').getKeys(inoPrefixRange(ino))) count++;
+    return count;
+  }
+
+  /**
+   * Adds `delta` (may be negative) to the stored block count of `ino`, inside the transaction
+   * that changed its block map by that much. The only writer of the count: putInode and
+   * flushFile copy the stored value, so a record read earlier never brings back an old count.
+   */
+  private blockCountAdd(ino: number, delta: number): void {
+    if (delta === 0) return;
+    const table = this.store.btree.table('inode');
+    const value = table.get(inoKey(ino));
+    assert(value !== undefined, `block count change of ${delta} for missing inode ${ino}`);
+    const rec = decodeInode(value, `inode ${ino}`);
+    // A version-1 record has no count to add to: the entries as they are now are the count.
+    const count = rec.blockCount === blockCountUnknown ? this.blockEntryCount(ino) : rec.blockCount + delta;
+    assert(count >= 0, `block count of inode ${ino} would be ${count} (stored ${rec.blockCount}, change ${delta})`);
+    table.putSync(inoKey(ino), encodeInode({ ...rec, blockCount: count }));
   }
 
   /** The mutable pending record of a file being written (created from the stored one). */
@@ -729,10 +792,13 @@ export class FileSystem {
    */
   private putInode(ino: number, rec: InodeRecord): void {
     const table = this.store.btree.table('inode');
+    // Only regular files have blocks, and only they become pending: other types skip the read.
+    const committed = isReg(rec.mode) ? table.get(inoKey(ino)) : undefined;
+    // The block count is blockCountAdd's: `rec` may have been read before the block map changed.
+    if (committed !== undefined) rec.blockCount = this.storedBlockCount(ino, committed);
     let stored = rec;
     if (this.pending.has(ino)) {
       this.pending.set(ino, { ...rec });
-      const committed = table.get(inoKey(ino));
       stored = { ...rec, size: committed === undefined ? 0 : decodeInode(committed, `inode ${ino}`).size };
     }
     table.putSync(inoKey(ino), encodeInode(stored));
@@ -831,6 +897,7 @@ export class FileSystem {
         mtimeNs: now,
         ctimeNs: now,
         generation: 0,
+        blockCount: 0,
         target,
       };
       this.putInode(ino, rec);
@@ -841,7 +908,7 @@ export class FileSystem {
       }
       parentRec.mtimeNs = parentRec.ctimeNs = now;
       this.putInode(parent, parentRec);
-      return toAttr(ino, rec);
+      return this.attrOf(ino, rec);
     });
   }
 
@@ -963,7 +1030,7 @@ export class FileSystem {
       const data = buffers[i]!;
       data.fill(0, run.locs[i]!.lengthBytes);
       if (!admit) continue;
-      this.cache.put(ino, run.blockIndexes[i]!, data, false);
+      this.cache.put(ino, run.blockIndexes[i]!, data, false, true);
       run.targets[i]!.set(data);
     }
     run.clear();
@@ -1000,40 +1067,57 @@ export class FileSystem {
     return data;
   }
 
-  private blockForWrite(ino: number, blockIndex: number, whole: boolean): CacheEntry {
+  /** The cache entry a write into block `blockIndex` goes to; `isStored` says whether the block map holds the block. */
+  private blockForWrite(ino: number, blockIndex: number, whole: boolean, isStored: (blockIndex: number) => boolean): CacheEntry {
     const cached = this.cache.get(ino, blockIndex);
     if (cached !== undefined) return cached;
     // A whole-block write overwrites every byte right away, so its buffer need not be zeroed.
-    const data = whole ? this.cache.take() : this.loadBlock(ino, blockIndex) ?? this.cache.take().fill(0);
-    return this.cache.put(ino, blockIndex, data, true);
+    if (whole) return this.cache.put(ino, blockIndex, this.cache.take(), true, isStored(blockIndex));
+    const loaded = this.loadBlock(ino, blockIndex);
+    return this.cache.put(ino, blockIndex, loaded ?? this.cache.take().fill(0), true, loaded !== undefined);
   }
 
-  /** Points block `blockIndex` of `ino` at `loc`; `fresh` when no block can be stored there yet. */
-  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }, fresh = false): void {
-    if (!fresh) this.removeBlock(ino, blockIndex);
+  /** Indexes in [firstBlock, lastBlock] that the block map of `ino` holds. */
+  private storedBlockIndexes(ino: number, firstBlock: number, lastBlock: number): Set<number> {
+    const indexes = new Set<number>();
+    for (const key of this.store.btree.table('blockmap').getKeys({ start: blockKey(ino, firstBlock), end: blockKey(ino, lastBlock + 1) })) indexes.add(blockKeyIndex(key));
+    return indexes;
+  }
+
+  /**
+   * Points block `blockIndex` at `loc`; returns the entries added (1, or 0 when it replaced one).
+   * The caller passes it to blockCountAdd. `fresh` when no block can be stored there yet.
+   */
+  private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }, fresh = false): number {
+    const replaced = fresh ? 0 : this.removeBlock(ino, blockIndex);
     const ptr: BlockPointer = { kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset, blockId: blockIdUnknown };
     this.store.btree.table('blockmap').putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
     this.store.usageAdd(loc.segment, loc.lengthBytes);
+    return 1 - replaced;
   }
 
-  private removeBlock(ino: number, blockIndex: number): void {
+  /** Removes block `blockIndex` if stored; returns the entries removed (0 or 1). The caller passes it to blockCountAdd. */
+  private removeBlock(ino: number, blockIndex: number): number {
     const table = this.store.btree.table('blockmap');
     const key = blockKey(ino, blockIndex);
     const old = table.get(key);
-    if (old === undefined) return;
+    if (old === undefined) return 0;
     const ptr = decodeBlockPlace(old, ino, blockIndex);
     if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
     table.removeSync(key);
+    return 1;
   }
 
-  /** Removes every block of `ino` from index `fromBlockIndex` on (inside a transaction). */
-  private freeBlocks(ino: number, fromBlockIndex: number): void {
+  /** Removes every block of `ino` from index `fromBlockIndex` on (inside a transaction); returns how many. */
+  private freeBlocks(ino: number, fromBlockIndex: number): number {
     const table = this.store.btree.table('blockmap');
-    for (const { key, value } of [...table.getRange(inoPrefixRange(ino, fromBlockIndex))]) {
+    const entries = [...table.getRange(inoPrefixRange(ino, fromBlockIndex))];
+    for (const { key, value } of entries) {
       const ptr = decodeBlockPlace(value, ino, blockKeyIndex(key));
       if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
       table.removeSync(key);
     }
+    return entries.length;
   }
 
   /**
@@ -1131,7 +1215,15 @@ class DirectRun {
 /** How often the write-back timer also runs the segment cleaner. */
 const cleanIntervalMs = 30_000;
 
-function toAttr(ino: number, rec: InodeRecord): Attr {
+/** 512-byte sectors per stored block, for st_blocks. */
+const sectorsPerBlock = blockSizeBytes / 512;
+
+/**
+ * Attributes as callers see them. st_blocks counts the blocks the file holds: its block map
+ * entries (a short tail record occupies a whole block, as on ext4) and its dirty cached blocks
+ * the block map does not hold yet (`newDirtyBlockCount`), so `du` sees written data at once.
+ */
+function toAttr(ino: number, rec: InodeRecord, newDirtyBlockCount: number): Attr {
   return {
     ino,
     mode: rec.mode,
@@ -1140,7 +1232,7 @@ function toAttr(ino: number, rec: InodeRecord): Attr {
     nlink: rec.nlink,
     rdev: rec.rdev,
     size: rec.size,
-    blocks: Math.ceil(rec.size / 512),
+    blocks: sectorsPerBlock * (rec.blockCount + newDirtyBlockCount),
     atimeNs: rec.atimeNs,
     mtimeNs: rec.mtimeNs,
     ctimeNs: rec.ctimeNs,

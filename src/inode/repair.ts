@@ -12,7 +12,8 @@
  *      block when its id is known there, else dropped (the block reads as zeros, and the
  *      report names it); dangling entries go; entry types and ".." are fixed; inodes no
  *      directory names go to `/lost+found/#<ino>`; the link index, nlink, the orphan list and
- *      xattrs of missing inodes are made consistent;
+ *      xattrs of missing inodes are made consistent; each inode's block count is set to its
+ *      block map entries;
  *   5. every segment with damage has its live records copied to the head and is then moved
  *      into the backup (never deleted), so no damaged bytes stay in the log;
  *   6. per-segment live bytes are recomputed; log and LMDB synced.
@@ -194,6 +195,7 @@ export async function repairStore(dir: string, check: SegmentCheck, head: Segmen
     store.transaction(() => {
       lostBlocks = fixBlockMaps(store, check.records, lookup, actions);
       fixTree(store, actions);
+      fixBlockCounts(store, actions);
     });
     await evacuate(store, damagedSegments(check, head), backupDir, actions);
     store.transaction(() => recomputeUsage(store));
@@ -361,6 +363,25 @@ function fixCounts(store: Store, decoded: Map<number, InodeRecord>, walk: Walk, 
   }
 }
 
+/**
+ * Step 4h, after everything that removes block map entries: each inode's stored block count set
+ * to the entries its block map holds. Reads the records again: the steps before may have
+ * rewritten them from copies decoded earlier.
+ */
+function fixBlockCounts(store: Store, actions: RepairAction[]): void {
+  const inodes = store.btree.table('inode');
+  const entries = new Map<number, number>();
+  for (const key of store.btree.table('blockmap').getKeys({})) entries.set(keyIno(key), (entries.get(keyIno(key)) ?? 0) + 1);
+  for (const { key, value } of [...inodes.getRange({})]) {
+    const ino = keyIno(key);
+    const rec = decodeInode(value, `inode ${ino}`);
+    const want = entries.get(ino) ?? 0;
+    if (rec.blockCount === want) continue;
+    actions.push({ place: `inode ${ino}`, message: `block count ${rec.blockCount} set to its ${want} block map entries` });
+    inodes.putSync(key, encodeInode({ ...rec, blockCount: want }));
+  }
+}
+
 /** The orphan list keeps only unlinked, unreachable inodes; xattrs of missing inodes go. */
 function cleanLists(store: Store, decoded: Map<number, InodeRecord>, orphans: Set<number>, walk: Walk, actions: RepairAction[]): void {
   const btree = store.btree;
@@ -444,7 +465,7 @@ function ensureLostFound(store: Store, decoded: Map<number, InodeRecord>, action
   }
   const ino = store.allocateIno();
   const now = nowNs();
-  const rec: InodeRecord = { mode: S_IFDIR | 0o700, uid: 0, gid: 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, target: Buffer.alloc(0) };
+  const rec: InodeRecord = { mode: S_IFDIR | 0o700, uid: 0, gid: 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, blockCount: 0, target: Buffer.alloc(0) };
   const inodes = store.btree.table('inode');
   inodes.putSync(inoKey(ino), encodeInode(rec));
   dirents.putSync(direntKey(rootIno, name), encodeDirent({ ino, type: S_IFDIR >> 12 }));
@@ -576,7 +597,7 @@ export async function recoverOrphanRecords(store: Store, check: SegmentCheck, ba
       const lastIndex = Math.max(...blocks.keys());
       const size = lastIndex * blockSizeBytes + blocks.get(lastIndex)!.lengthBytes;
       const now = nowNs();
-      const rec: InodeRecord = { mode: S_IFREG | 0o600, uid: 0, gid: 0, nlink: 1, rdev: 0, size, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, target: Buffer.alloc(0) };
+      const rec: InodeRecord = { mode: S_IFREG | 0o600, uid: 0, gid: 0, nlink: 1, rdev: 0, size, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, blockCount: blocks.size, target: Buffer.alloc(0) };
       inodes.putSync(inoKey(ino), encodeInode(rec));
       for (const [blockIndex, loc] of blocks) {
         blockmap.putSync(blockKey(ino, blockIndex), encodeBlockPointer({ kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset, blockId: Buffer.alloc(16) }));

@@ -19,8 +19,8 @@ import { fsError } from '../errors.js';
 import { MonotonicCounter, SegmentUsage } from '../alloc/index.js';
 import { SegmentLog, type SegmentLogOpenReport } from '../blocks/index.js';
 import { Btree } from '../btree/db.js';
-import { btreeFormatVersion, inoKey, metaKeys, segmentKey } from '../btree/keys.js';
-import { decodeU64, encodeInode, encodeU64 } from '../btree/records.js';
+import { btreeFormatVersion, btreeFormatVersionOldest, inoKey, inoPrefixRange, keyIno, metaKeys, segmentKey } from '../btree/keys.js';
+import { decodeInode, decodeU64, encodeInode, encodeU64 } from '../btree/records.js';
 import { segmentSizeMaxBytesDefault } from '../limits.js';
 import { nowNs, rootIno, S_IFDIR } from './types.js';
 
@@ -172,17 +172,38 @@ export class Store {
     const meta = this.btree.table('meta');
     if (meta.get(Buffer.from(metaKeys.formatVersion)) !== undefined) {
       const version = decodeU64(meta.get(Buffer.from(metaKeys.formatVersion))!, 'meta format');
-      if (version !== btreeFormatVersion) throw fsError('CORRUPT', `store format ${version}, this build reads ${btreeFormatVersion}`, this.dir);
+      if (version < btreeFormatVersionOldest || version > btreeFormatVersion) {
+        throw fsError('CORRUPT', `store format ${version}, this build reads ${btreeFormatVersionOldest} to ${btreeFormatVersion}`, this.dir);
+      }
+      if (version === 1) this.transaction(() => upgradeFormat1(this.btree));
       return;
     }
     const now = nowNs();
     this.transaction(() => {
       meta.putSync(Buffer.from(metaKeys.formatVersion), encodeU64(btreeFormatVersion));
       meta.putSync(Buffer.from(metaKeys.storeId), Buffer.from(randomBytes(16).toString('hex')));
-      const root = { mode: S_IFDIR | 0o755, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, target: Buffer.alloc(0) };
+      const root = { mode: S_IFDIR | 0o755, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nlink: 2, rdev: 0, size: 0, atimeNs: now, mtimeNs: now, ctimeNs: now, generation: 0, blockCount: 0, target: Buffer.alloc(0) };
       this.btree.table('inode').putSync(inoKey(rootIno), encodeInode(root));
     });
   }
+}
+
+/**
+ * Format 1 → 2 (inside one transaction): every inode record is rewritten as version 2 with its
+ * block count, counted from its block map entries. One pass over the inode table and one range
+ * count per inode; run once, at the first writable open by a build that knows format 2.
+ */
+function upgradeFormat1(btree: Btree): void {
+  const inodes = btree.table('inode');
+  const blockmap = btree.table('blockmap');
+  for (const { key, value } of [...inodes.getRange({})]) {
+    const ino = keyIno(key);
+    const rec = decodeInode(value, `inode ${ino}`);
+    let blockCount = 0;
+    for (const _ of blockmap.getKeys(inoPrefixRange(ino))) blockCount++;
+    inodes.putSync(key, encodeInode({ ...rec, blockCount }));
+  }
+  btree.table('meta').putSync(Buffer.from(metaKeys.formatVersion), encodeU64(btreeFormatVersion));
 }
 
 /** Creates the lock file with our pid; replaces it when its pid is dead. Returns its path. */
