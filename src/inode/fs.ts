@@ -497,14 +497,13 @@ export class FileSystem {
     return out.subarray(0, this.readInto(ino, offset, out));
   }
 
-  /** Reads up to `target.length` bytes at `offset` into `target`; returns the count (short at end of file). */
-  readInto(ino: number, offset: number, target: Buffer): number {
+  /** Reads up to `out.length` bytes at `offset` into `out`; returns the count (short at end of file). */
+  readInto(ino: number, offset: number, out: Buffer): number {
     const rec = this.inode(ino);
     if (isDir(rec.mode)) throw fsError('EISDIR', 'read of a directory', `inode ${ino}`);
     if (offset < 0) throw fsError('EINVAL', `bad read offset ${offset}`, `inode ${ino}`);
-    const end = Math.min(offset + target.length, rec.size);
+    const end = Math.min(offset + out.length, rec.size);
     if (end <= offset) return 0;
-    const out = target;
     const lastBlock = Math.floor((end - 1) / blockSizeBytes);
     // Block pointers are looked up from the first block the cache misses, with one range scan.
     let pointers: Map<number, BlockPlace> | undefined;
