@@ -31,11 +31,12 @@ import type { FileSystem } from '../inode/fs.js';
 import { SyncPort, type BlockPointer, type PortNode } from '../inode/sync-port.js';
 import { scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
 import { type BlockRun, blockRunsFromIds, blockSlotCount, type FileVersion, type Idx, resolveBlockList, type Stamp } from './idx.js';
-import { archiveBlockCountMax, blockIdBytes, idxSizeMaxBytes } from './limits.js';
+import { archiveBlockCountMax, blockBatchCountMax, blockBatchSizeMaxBytes, blockIdBytes, idxSizeMaxBytes } from './limits.js';
 import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { SyncState, type Identity } from './state.js';
-import { writeBlockZip, writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
+import { writeBlockZip, writePreparedBlockZip, writeSinkFile, type BlockLocation, type BlockPayload, type PreparedBlock, type ZipSink } from './zipfile.js';
+import { BlockWorker } from './block-worker.js';
 import { PlainUnion } from './plain.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
@@ -63,6 +64,11 @@ export const rescanMsDefault = 2000;
 /** Versions per archive and new blocks per archive before the publisher starts another archive. */
 const archiveVersionCountSoftMax = 100_000;
 const archiveBlockCountSoftMax = Math.min(200_000, archiveBlockCountMax);
+/**
+ * Below this many blocks the per-block work of a publish (ids, deflate) stays on the JS thread:
+ * it takes well under a millisecond, so a round trip to the block worker would only add to it.
+ */
+const workerBlockCountMin = 8;
 
 export interface SyncOptions {
   readonly syncDir: string;
@@ -161,6 +167,50 @@ function metaOf(v: FileVersion): VersionMeta {
 
 
 
+/** A block of a local file the publisher reads. */
+interface LocalBlock {
+  readonly ino: number;
+  readonly blockIndex: number;
+  readonly pointer: BlockPointer;
+}
+
+/** Splits `items` into batches for the block worker: at most blockBatchCountMax blocks and blockBatchSizeMaxBytes each. */
+function* blockBatches<T extends LocalBlock>(items: Iterable<T>): Generator<T[]> {
+  let batch: T[] = [];
+  let batchBytes = 0;
+  for (const item of items) {
+    if (batch.length >= blockBatchCountMax || batchBytes + item.pointer.lengthBytes > blockBatchSizeMaxBytes) {
+      yield batch;
+      batch = [];
+      batchBytes = 0;
+    }
+    batch.push(item);
+    batchBytes += item.pointer.lengthBytes;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/**
+ * Runs `work` on each batch with one batch in flight ahead of the one being consumed (the JS
+ * thread reads and sends batch k+1 while the worker handles batch k), yielding results in order.
+ */
+async function* pipelined<B, R>(batches: Iterable<B>, work: (batch: B) => Promise<R>): AsyncGenerator<R> {
+  const inFlight: Promise<R>[] = [];
+  for (const batch of batches) {
+    const result = work(batch);
+    // Awaited below in order; a batch left in flight when the consumer stops must not become an
+    // unhandled rejection.
+    result.catch(() => undefined);
+    inFlight.push(result);
+    if (inFlight.length >= 2) yield await inFlight.shift()!;
+  }
+  while (inFlight.length > 0) yield await inFlight.shift()!;
+}
+
+function isUnknownId(id: Uint8Array): boolean {
+  return id.every((b) => b === 0);
+}
+
 /** Sends SIGUSR1 to the sync daemon named by its pid file, if one runs (design section 6). */
 function signalSyncDaemon(log: (message: string) => void): void {
   const cache = process.env['XDG_CACHE_HOME'] !== undefined && process.env['XDG_CACHE_HOME'] !== '' ? process.env['XDG_CACHE_HOME'] : join(homedir(), '.cache');
@@ -220,6 +270,8 @@ export class SyncEngine {
   private waitingArchives: CompleteArchive[] = [];
   private readonly asOfNs: bigint | undefined;
   private readonly readOnly: boolean;
+  /** Block ids and zip entry data of large publishes, off the JS thread (started at the first use). */
+  private readonly blockWorker = new BlockWorker();
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -378,6 +430,7 @@ export class SyncEngine {
       code = isFsError(e) ? e.code : undefined;
     }
     await this.queue;
+    await this.blockWorker.close();
     this.reader.close();
     this.plain.close();
     const unpublishedCount = reason === undefined ? 0 : this.port.outboxCount();
@@ -396,6 +449,7 @@ export class SyncEngine {
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
     await this.queue.catch(() => undefined);
+    await this.blockWorker.close();
     this.reader.close();
   }
 
@@ -448,6 +502,7 @@ export class SyncEngine {
       throw new FsError('BAD_KEY', `this machine (boxid ${this.keyState.keyring.boxid}) was revoked: it no longer publishes to this sync dir; `
         + 'its changes stay local', this.syncDir);
     }
+    await this.rememberMissingIds(rows.map((r) => r.ino));
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
@@ -550,13 +605,7 @@ export class SyncEngine {
   private async writeChunk(drafts: Draft[], blocks: Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>,
     rows: { ino: number; sequence: number }[], lost: { ino: number; path: string }[]): Promise<{ name: string; zipSizeBytes: number; idxSizeBytes: number } | undefined> {
     const name = newArchiveName();
-    const port = this.port;
-    const payloads = function* (): Generator<BlockPayload> {
-      for (const [hex, b] of blocks) {
-        const data = port.readStoredBlock(b.ino, b.blockIndex, b.pointer);
-        yield { blockId: Buffer.from(hex, 'hex'), data };
-      }
-    };
+    const produce = this.zipProducer(blocks);
     let locations: BlockLocation[] = [];
     let committed: Idx | undefined;
     const keyring = this.keyState.kind === 'keys' ? this.keyState.keyring : undefined;
@@ -565,10 +614,9 @@ export class SyncEngine {
     const written = await writeArchive(this.syncDir, {
       name,
       writeZip: async (tempPath) => {
-        const options = { compressionLevel: this.compressionLevel };
         locations = seal === undefined
-          ? (await writeBlockZipFile(tempPath, payloads(), options)).locations
-          : (await writeSealedFile(tempPath, { ...seal, kind: 'zip' }, (sink) => writeBlockZip(payloads(), sink, options))).result.locations;
+          ? (await writeSinkFile(tempPath, produce)).locations
+          : (await writeSealedFile(tempPath, { ...seal, kind: 'zip' }, produce)).result.locations;
       },
       ...(seal === undefined ? {} : { sealIdx: (idxBytes: Uint8Array) => sealFile(idxBytes, { ...seal, kind: 'idx' }) }),
       idx: (zipSizeBytes): Idx => {
@@ -594,6 +642,32 @@ export class SyncEngine {
       this.port.clearOutbox(rows);
     });
     return { name, zipSizeBytes: written.zipSizeBytes, idxSizeBytes: written.idxSizeBytes };
+  }
+
+  /**
+   * The writer of a chunk's archive zip into a sink. Its blocks are read in runs and prepared
+   * (CRC-32, deflate) on the block worker a batch at a time, one batch ahead; a few blocks are
+   * prepared on the JS thread. Either way the entries are the same (block-prep.ts).
+   */
+  private zipProducer(blocks: Map<string, LocalBlock>): (sink: ZipSink) => Promise<{ locations: BlockLocation[] }> {
+    const options = { compressionLevel: this.compressionLevel };
+    const port = this.port;
+    if (blocks.size < workerBlockCountMin) {
+      const payloads = function* (): Generator<BlockPayload> {
+        for (const [hex, b] of blocks) yield { blockId: Buffer.from(hex, 'hex'), data: port.readStoredBlock(b.ino, b.blockIndex, b.pointer) };
+      };
+      return (sink) => writeBlockZip(payloads(), sink, options);
+    }
+    const level = this.compressionLevel;
+    const worker = this.blockWorker;
+    const prepared = async function* (): AsyncGenerator<PreparedBlock> {
+      const batches = blockBatches([...blocks].map(([hex, b]) => ({ ...b, hex })));
+      for await (const batch of pipelined(batches, async (list) => {
+        const data = port.readStoredBlocks(list);
+        return worker.prepare(list.map((b, i) => ({ blockId: Buffer.from(b.hex, 'hex'), data: data[i]! })), level);
+      })) yield* batch;
+    };
+    return (sink) => writePreparedBlockZip(prepared(), sink, options);
   }
 
   /** Records a version: its block list, and the path's heads (it replaces its base as a head). */
@@ -740,6 +814,41 @@ export class SyncEngine {
     if (node.type !== 'file') return true;
     const old = this.state.flatList(own.stamp);
     return old !== undefined && Buffer.compare(Buffer.from(old), Buffer.from(flat)) === 0;
+  }
+
+  /**
+   * The id pass of a publish, before drafting: computes the ids of the blocks of `inos` whose id
+   * is unknown on the block worker, a batch at a time (FUSE requests are served between batches),
+   * and remembers them in the block maps. A block rewritten meanwhile keeps its unknown id
+   * (rememberBlockIds compares pointers), and flatListOf hashes those few on the JS thread.
+   */
+  private async rememberMissingIds(inos: readonly number[]): Promise<void> {
+    const missing: LocalBlock[] = [];
+    for (const ino of inos) {
+      const node = this.port.node(ino);
+      if (node === undefined || node.type !== 'file') continue;
+      const slots = blockSlotCount(node.sizeBytes);
+      for (const [blockIndex, pointer] of this.port.blockPointers(ino)) {
+        if (blockIndex < slots && isUnknownId(pointer.blockId)) missing.push({ ino, blockIndex, pointer });
+      }
+    }
+    if (missing.length < workerBlockCountMin) return;
+    const key = this.blockIdKey;
+    const hashed = pipelined(blockBatches(missing), async (batch) => {
+      const ids = await this.blockWorker.blockIds(this.port.readStoredBlocks(batch), key);
+      return batch.map((b, i) => ({ ...b, blockId: ids[i]! }));
+    });
+    for await (const batch of hashed) {
+      const byIno = new Map<number, typeof batch>();
+      for (const b of batch) {
+        const list = byIno.get(b.ino);
+        if (list === undefined) byIno.set(b.ino, [b]);
+        else list.push(b);
+      }
+      this.port.transaction(() => {
+        for (const [ino, list] of byIno) this.port.rememberBlockIds(ino, list);
+      });
+    }
   }
 
   /** The flat block-id list of a file, hashing (and remembering) blocks whose id is unknown. */
