@@ -9,6 +9,9 @@
  * else that goes wrong ends the thread, which the main side turns into an error for the batches
  * it waits for.
  */
+import { existsSync, readlinkSync, writeFileSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import { blockIdOf } from './block-id.js';
 import { compressBlock, crc32Of } from './block-prep.js';
@@ -16,10 +19,47 @@ import type { BatchReply, BatchRequest } from './block-worker.js';
 import { blockIdBytes } from './limits.js';
 import { zipMethodDeflate } from './zip-format.js';
 
+/**
+ * Nice value of this thread. Publishing is background work: when the cores are busy, the thread
+ * serving FUSE (and whatever the user runs) goes first, and the publish takes longer instead.
+ */
+const workerNice = 10;
+
+/**
+ * Lowers this thread's priority (Linux: setpriority on the thread id, which affects only this
+ * thread). Best effort: where it is refused or not Linux, the thread runs at normal priority.
+ */
+function lowerPriority(): void {
+  try {
+    const threadId = Number.parseInt(readlinkSync('/proc/thread-self').split('/').pop() ?? '', 10);
+    if (Number.isSafeInteger(threadId) && threadId > 0) setPriority(threadId, workerNice);
+  } catch {
+    // Not Linux, or not allowed: normal priority.
+  }
+}
+
 /** The block-id key last sent (the main side sends it only when it changes). */
 let idKey: Buffer | undefined;
 
+/**
+ * Test hook (ZIPPY_TEST_BLOCK_WORKER_GATE=<dir>, read at thread start like the engine's crash
+ * hooks): before a batch of ids or of zip entries, waits while `<dir>/hold-ids` or
+ * `<dir>/hold-entries` exists, after creating `<dir>/held-ids` or `<dir>/held-entries`. Tests
+ * use it to hold a publish half-way and check that the mount answers meanwhile.
+ */
+const gateDir = process.env['ZIPPY_TEST_BLOCK_WORKER_GATE'];
+const gatePause = new Int32Array(new SharedArrayBuffer(4));
+
+function waitAtGate(kind: 'ids' | 'entries'): void {
+  if (gateDir === undefined || gateDir === '') return;
+  const hold = join(gateDir, `hold-${kind}`);
+  if (!existsSync(hold)) return;
+  writeFileSync(join(gateDir, `held-${kind}`), '');
+  while (existsSync(hold)) Atomics.wait(gatePause, 0, 0, 20);
+}
+
 function handle(request: BatchRequest): { reply: BatchReply; transfer: ArrayBuffer[] } {
+  waitAtGate(request.level >= 0 ? 'entries' : 'ids');
   if (request.idKey !== undefined) idKey = Buffer.from(request.idKey);
   const count = request.lengths.length;
   const ids = request.hashIds ? new Uint8Array(count * blockIdBytes) : undefined;
@@ -59,6 +99,7 @@ function handle(request: BatchRequest): { reply: BatchReply; transfer: ArrayBuff
 
 const port = parentPort;
 if (port === null) throw new Error('block-worker-thread.js runs only as a worker thread');
+lowerPriority();
 port.on('message', (request: BatchRequest) => {
   let answer: { reply: BatchReply; transfer: ArrayBuffer[] };
   try {
