@@ -20,7 +20,9 @@ import { compressBlock } from '../src/sync/block-prep.js';
 import { BlockWorker } from '../src/sync/block-worker.js';
 import { blockBatchCountMax } from '../src/sync/limits.js';
 import { zipMethodDeflate, zipMethodStore } from '../src/sync/zip-format.js';
-import { mountSkipReason, mountZippy, openSyncBox, readBoxFile, runTool, scratchDirs, tempDir, within, writeBoxFile } from './fixtures.js';
+import { SyncEngine } from '../src/sync/engine.js';
+import { rootCtx, rootIno } from '../src/inode/types.js';
+import { mountSkipReason, mountZippy, openSyncBox, openTestFs, readBoxFile, runTool, scratchDirs, tempDir, within, writeBoxFile } from './fixtures.js';
 import { seededRandom } from './random.js';
 
 const run = promisify(execFile);
@@ -158,6 +160,43 @@ test('the id pass runs on the worker; a block rewritten while it runs keeps its 
   } finally {
     delete process.env['ZIPPY_TEST_BLOCK_WORKER_GATE'];
     await a.cleanup();
+    await b.cleanup();
+    dirs.removeAll();
+  }
+});
+
+test('a block worker that dies fails the publish with EIO; the outbox stays and the next publish, on a new thread, publishes it', async () => {
+  const dirs = scratchDirs();
+  const syncDir = dirs.make('zippy-sync-');
+  const flag = join(dirs.make('zippy-flag-'), 'fail');
+  writeFileSync(flag, '');
+  process.env['ZIPPY_TEST_FAULTY_FLAG'] = flag;
+  const t = openTestFs();
+  const logs: string[] = [];
+  const engine = await SyncEngine.start(t.fs, {
+    syncDir, boxid: 'ab'.repeat(16), publishDelayMs: 60_000, gcIntervalMs: false, log: (m) => logs.push(m),
+    blockWorker: { scriptUrl: new URL('./block-worker-faulty.js', import.meta.url) },
+  });
+  const b = await openSyncBox(syncDir);
+  try {
+    const content = Buffer.concat(sampleBlocks(100, 4).map((x) => Buffer.concat([x, Buffer.alloc(block - x.length, 1)])));
+    const ino = t.fs.mknod(rootCtx, rootIno, 'big', 0o100644).ino;
+    t.fs.write(rootCtx, ino, 0, content);
+    const before = engine.port.outboxCount();
+    assert.ok(before > 0);
+    await assert.rejects(engine.publishNow(), (e) => isFsError(e, 'EIO') && /block worker exited \(code 7\)/.test(e.message));
+    assert.equal(engine.port.outboxCount(), before, 'the outbox stays');
+    assert.deepEqual(readdirSync(syncDir).filter((n) => !n.startsWith('keys')), [], 'nothing written to the sync dir');
+    rmSync(flag);
+    const report = await engine.publishNow();
+    assert.equal(report.archives.length, 1);
+    assert.equal(engine.port.outboxCount(), 0);
+    await b.engine.importNow();
+    assert.equal(readBoxFile(b, '/big'), content.toString());
+  } finally {
+    delete process.env['ZIPPY_TEST_FAULTY_FLAG'];
+    await engine.stop();
+    await t.cleanup();
     await b.cleanup();
     dirs.removeAll();
   }

@@ -36,7 +36,7 @@ import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { SyncState, type Identity } from './state.js';
 import { writeBlockZip, writePreparedBlockZip, writeSinkFile, type BlockLocation, type BlockPayload, type PreparedBlock, type ZipSink } from './zipfile.js';
-import { BlockWorker } from './block-worker.js';
+import { BlockWorker, type BlockWorkerOptions } from './block-worker.js';
 import { PlainUnion } from './plain.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
@@ -95,6 +95,8 @@ export interface SyncOptions {
   readonly asOfNs?: bigint;
   /** Never publish (history views, exports): the outbox is never read and nothing is written to the sync dir. */
   readonly readOnly?: boolean;
+  /** The publisher's block worker (tests substitute a thread that fails); default: block-worker-thread.js. */
+  readonly blockWorker?: BlockWorkerOptions;
 }
 
 /** The keys of the sync dir as last loaded: plain, encrypted with keys, or encrypted without a usable key. */
@@ -271,7 +273,7 @@ export class SyncEngine {
   private readonly asOfNs: bigint | undefined;
   private readonly readOnly: boolean;
   /** Block ids and zip entry data of large publishes, off the JS thread (started at the first use). */
-  private readonly blockWorker = new BlockWorker();
+  private readonly blockWorker: BlockWorker;
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -284,6 +286,7 @@ export class SyncEngine {
     this.signalDaemon = options.watch === true;
     this.asOfNs = options.asOfNs;
     this.readOnly = options.readOnly === true;
+    this.blockWorker = new BlockWorker(options.blockWorker);
     const storeId = fs.store.dir;
     this.storeDir = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
