@@ -127,6 +127,8 @@ interface Draft {
   version: FileVersion;
   flat: Uint8Array;
   ino: number | undefined;
+  /** A file's block map as drafted (blocksToShip, in the same synchronous stretch, reads it instead of the table again). */
+  pointers: ReadonlyMap<number, BlockPointer> | undefined;
 }
 
 
@@ -574,6 +576,8 @@ export class SyncEngine {
     const shipped = new Set<string>();
     for (const draft of drafts) {
       const need = this.blocksToShip(draft, shipped);
+      // The block map was needed only until here; the drafts live until the archive is written.
+      draft.pointers = undefined;
       if (current === undefined || current.drafts.length >= archiveVersionCountSoftMax || current.blocks.size + need.size > archiveBlockCountSoftMax) {
         current = { drafts: [], blocks: new Map() };
         chunks.push(current);
@@ -588,13 +592,14 @@ export class SyncEngine {
   private blocksToShip(draft: Draft, shipped: Set<string>): Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }> {
     const need = new Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>();
     if (draft.version.type !== 'file' || draft.ino === undefined) return need;
-    const pointers = this.port.blockPointers(draft.ino);
+    const pointers = draft.pointers ?? this.port.blockPointers(draft.ino);
     for (const run of draft.version.blockRuns) {
       if (run.kind !== 'ids') continue;
       for (let i = 0; i < run.ids.length / blockIdBytes; i++) {
         const id = run.ids.subarray(i * blockIdBytes, (i + 1) * blockIdBytes);
-        const hex = Buffer.from(id).toString('hex');
-        if (/^0+$/.test(hex) || shipped.has(hex) || this.state.hasBlock(id)) continue;
+        if (isUnknownId(id)) continue;
+        const hex = Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
+        if (shipped.has(hex) || this.state.hasBlock(id)) continue;
         const blockIndex = run.blockIndex + i;
         const pointer = pointers.get(blockIndex);
         if (pointer === undefined) throw new FsError('ASSERT', `block ${blockIndex} of inode ${draft.ino} vanished while publishing`);
@@ -778,14 +783,15 @@ export class SyncEngine {
       path: id.path, type: 'file', mode: 0, uid: 0, gid: 0, rdev: 0, mtimeNs: BigInt(Date.now()) * 1_000_000n, sizeBytes: 0,
       symlinkTarget: '', xattrs: [], deleted: true, stamp: this.nextStamp(), base: id.stamp, blockRuns: [],
     };
-    return { version, flat: new Uint8Array(0), ino: undefined };
+    return { version, flat: new Uint8Array(0), ino: undefined, pointers: undefined };
   }
 
   private liveDraft(node: PortNode, path: string, ids: Identity[], replaced: Draft | undefined): Draft | undefined {
     const own = ids.find((id) => id.path === path);
     const moved = own === undefined ? ids[0] : undefined;
     const base = own?.stamp ?? replaced?.version.base ?? latestHead(this.state.pathRecord(path).versions);
-    const flat = node.type === 'file' ? this.flatListOf(node) : new Uint8Array(0);
+    const listed = node.type === 'file' ? this.flatListOf(node) : undefined;
+    const flat = listed?.flat ?? new Uint8Array(0);
     if (own !== undefined && this.unchanged(node, own, flat)) return undefined;
     const sourceStamp = [own?.stamp, moved?.stamp].find((st) => st !== undefined && st.counter > 0);
     // Copy only from a version some archive here still carries: a retired one could not be resolved by peers.
@@ -798,7 +804,7 @@ export class SyncEngine {
       xattrs: node.xattrs.map((x) => ({ name: x.name, value: x.value })),
       deleted: false, stamp: this.nextStamp(), base, blockRuns: node.type === 'file' ? deltaRuns(flat, source) : [],
     };
-    return { version, flat, ino: node.ino };
+    return { version, flat, ino: node.ino, pointers: listed?.pointers };
   }
 
   /** True when the node still matches the version it shows (nothing worth a new version). */
@@ -855,11 +861,12 @@ export class SyncEngine {
   }
 
   /** The flat block-id list of a file, hashing (and remembering) blocks whose id is unknown. */
-  private flatListOf(node: PortNode): Uint8Array {
+  private flatListOf(node: PortNode): { flat: Uint8Array; pointers: ReadonlyMap<number, BlockPointer> } {
     const slots = blockSlotCount(node.sizeBytes);
     const flat = new Uint8Array(slots * blockIdBytes);
     const remember: { blockIndex: number; pointer: BlockPointer; blockId: Buffer }[] = [];
-    for (const [blockIndex, pointer] of this.port.blockPointers(node.ino)) {
+    const pointers = this.port.blockPointers(node.ino);
+    for (const [blockIndex, pointer] of pointers) {
       if (blockIndex >= slots) continue;
       let id = pointer.blockId;
       if (id.every((b) => b === 0)) {
@@ -869,7 +876,7 @@ export class SyncEngine {
       flat.set(id, blockIndex * blockIdBytes);
     }
     if (remember.length > 0) this.port.rememberBlockIds(node.ino, remember);
-    return flat;
+    return { flat, pointers };
   }
 
   // ================================================================ importing
