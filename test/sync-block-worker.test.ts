@@ -22,6 +22,7 @@ import { blockBatchCountMax } from '../src/sync/limits.js';
 import { zipMethodDeflate, zipMethodStore } from '../src/sync/zip-format.js';
 import { SyncEngine } from '../src/sync/engine.js';
 import { rootCtx, rootIno } from '../src/inode/types.js';
+import { SyncPort } from '../src/inode/sync-port.js';
 import { mountSkipReason, mountZippy, openSyncBox, openTestFs, readBoxFile, runTool, scratchDirs, tempDir, within, writeBoxFile } from './fixtures.js';
 import { seededRandom } from './random.js';
 
@@ -124,6 +125,43 @@ test('a thread that exits, throws, hangs or refuses fails the waiting batches, a
     assert.deepEqual(ids[0], blockIdOf(Buffer.alloc(10, 1)));
   } finally {
     await worker.close();
+  }
+});
+
+test('SyncPort.readStoredBlocks reads back-to-back records in runs and returns what readStoredBlock returns, in order', async () => {
+  const t = openTestFs();
+  try {
+    const port = new SyncPort(t.fs);
+    const a = t.fs.mknod(rootCtx, rootIno, 'a', 0o100644).ino;
+    const b = t.fs.mknod(rootCtx, rootIno, 'b', 0o100644).ino;
+    const content = Buffer.concat(sampleBlocks(40, 5).map((x) => Buffer.concat([x, Buffer.alloc(block - x.length, 2)])));
+    t.fs.write(rootCtx, a, 0, content);
+    t.fs.flushFile(a);
+    // Rewritten blocks and another file's blocks break the runs.
+    for (const blockIndex of [3, 17, 18, 30]) {
+      t.fs.write(rootCtx, a, blockIndex * block, Buffer.alloc(block, blockIndex));
+      t.fs.write(rootCtx, b, blockIndex * block, Buffer.alloc(100, blockIndex));
+      t.fs.flushFile(a);
+      t.fs.flushFile(b);
+    }
+    const list = [...port.blockPointers(a)].map(([blockIndex, pointer]) => ({ ino: a, blockIndex, pointer }))
+      .concat([...port.blockPointers(b)].map(([blockIndex, pointer]) => ({ ino: b, blockIndex, pointer })));
+    const log = t.store.log;
+    const runLengths: number[] = [];
+    const readRun = log.readRun.bind(log);
+    log.readRun = (locs, inos, blockIndexes) => {
+      runLengths.push(locs.length);
+      return readRun(locs, inos, blockIndexes);
+    };
+    const payloads = port.readStoredBlocks(list);
+    log.readRun = readRun;
+    assert.equal(payloads.length, list.length);
+    list.forEach((x, i) => assert.deepEqual(payloads[i], port.readStoredBlock(x.ino, x.blockIndex, x.pointer), `block ${x.ino}:${x.blockIndex}`));
+    assert.ok(runLengths.length >= 3, `runs read: ${runLengths.join(', ')}`);
+    assert.ok(runLengths.every((n) => n > 1));
+    assert.ok(runLengths.reduce((x, y) => x + y, 0) >= 30, 'most of the first write is read in runs');
+  } finally {
+    await t.cleanup();
   }
 });
 
