@@ -13,6 +13,9 @@
  *   dir does not have yet, and then commits catalog, block index, versions and the cleared outbox
  *   rows in one transaction. A crash before that transaction leaves the outbox full: the next
  *   mount publishes again (the orphan archive, if its idx was written, is imported as a peer's).
+ *   The per-block CPU work of a large publish (block ids before drafting, CRC-32 and deflate while
+ *   writing the zip) runs on the block worker thread a batch at a time (block-worker.ts), so FUSE
+ *   requests are served between batches.
  * - import: inotify (fs.watch) and a periodic rescan find new complete archives; each idx is
  *   decoded and checked (scanSyncDir), waits until every version it copies from and every block
  *   it names is known, and then merges its versions into the per-path records; the reconciler
