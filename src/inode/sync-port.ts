@@ -14,7 +14,8 @@
  * - sync-owned tables (`catalog`, `version`, `blockid`, `stamp`, `pubino`) are handed out by
  *   `syncTable`, inode-layer tables never.
  */
-import { fsError } from '../errors.js';
+import { fsError, isFsError } from '../errors.js';
+import { recordSizeBytes } from '../blocks/index.js';
 import { blockSizeBytes, treeDepthMax } from '../limits.js';
 import type { Table } from '../btree/db.js';
 import { blockKey, direntKeyName, inoKey, inoPrefixRange, keyIno, linkKeyParts, blockKeyIndex } from '../btree/keys.js';
@@ -242,6 +243,45 @@ export class SyncPort {
       return this.fs.store.log.read({ segment: pointer.segment, offset: pointer.offset, lengthBytes: pointer.lengthBytes }, ino, blockIndex);
     }
     return this.readBlockPayload(ino, blockIndex, pointer.lengthBytes);
+  }
+
+  /**
+   * The stored payloads of many blocks, in the order given (each as readStoredBlock returns it).
+   * Segment records that lie back to back in the log are read with one positional read per run
+   * (SegmentLog.readRun, as FileSystem.prefetch does); other blocks, and a run whose read fails,
+   * are read one at a time, so an error names the block it concerns. Callers bound the list.
+   */
+  readStoredBlocks(blocks: readonly { ino: number; blockIndex: number; pointer: BlockPointer }[]): Buffer[] {
+    const out: Buffer[] = [];
+    let start = 0;
+    while (start < blocks.length) {
+      let end = start + 1;
+      const first = blocks[start]!;
+      if (first.pointer.kind === blockPointerKind.segment) {
+        let last = first.pointer;
+        while (end < blocks.length) {
+          const next = blocks[end]!.pointer;
+          if (next.kind !== blockPointerKind.segment || next.segment !== last.segment || next.offset !== last.offset + recordSizeBytes(last)) break;
+          last = next;
+          end++;
+        }
+      }
+      const run = blocks.slice(start, end);
+      if (run.length > 1) out.push(...this.readRun(run));
+      else out.push(this.readStoredBlock(first.ino, first.blockIndex, first.pointer));
+      start = end;
+    }
+    return out;
+  }
+
+  private readRun(run: readonly { ino: number; blockIndex: number; pointer: BlockPointer }[]): Buffer[] {
+    const locs = run.map((b) => ({ segment: b.pointer.segment, offset: b.pointer.offset, lengthBytes: b.pointer.lengthBytes }));
+    try {
+      return this.fs.store.log.readRun(locs, run.map((b) => b.ino), run.map((b) => b.blockIndex));
+    } catch (e) {
+      if (!isFsError(e)) throw e;
+      return run.map((b) => this.readStoredBlock(b.ino, b.blockIndex, b.pointer));
+    }
   }
 
   /**

@@ -13,6 +13,9 @@
  *   dir does not have yet, and then commits catalog, block index, versions and the cleared outbox
  *   rows in one transaction. A crash before that transaction leaves the outbox full: the next
  *   mount publishes again (the orphan archive, if its idx was written, is imported as a peer's).
+ *   The per-block CPU work of a large publish (block ids before drafting, CRC-32 and deflate while
+ *   writing the zip) runs on the block worker thread a batch at a time (block-worker.ts), so FUSE
+ *   requests are served between batches.
  * - import: inotify (fs.watch) and a periodic rescan find new complete archives; each idx is
  *   decoded and checked (scanSyncDir), waits until every version it copies from and every block
  *   it names is known, and then merges its versions into the per-path records; the reconciler
@@ -31,11 +34,12 @@ import type { FileSystem } from '../inode/fs.js';
 import { SyncPort, type BlockPointer, type PortNode } from '../inode/sync-port.js';
 import { scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
 import { type BlockRun, blockRunsFromIds, blockSlotCount, type FileVersion, type Idx, resolveBlockList, type Stamp } from './idx.js';
-import { archiveBlockCountMax, blockIdBytes, idxSizeMaxBytes } from './limits.js';
+import { archiveBlockCountMax, blockBatchCountMax, blockBatchSizeMaxBytes, blockIdBytes, idxSizeMaxBytes } from './limits.js';
 import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { SyncState, type Identity } from './state.js';
-import { writeBlockZip, writeBlockZipFile, type BlockLocation, type BlockPayload } from './zipfile.js';
+import { writeBlockZip, writePreparedBlockZip, writeSinkFile, type BlockLocation, type BlockPayload, type PreparedBlock, type ZipSink } from './zipfile.js';
+import { BlockWorker, type BlockWorkerOptions } from './block-worker.js';
 import { PlainUnion } from './plain.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
@@ -65,6 +69,11 @@ const stampReserveCount = 1024;
 /** Versions per archive and new blocks per archive before the publisher starts another archive. */
 const archiveVersionCountSoftMax = 100_000;
 const archiveBlockCountSoftMax = Math.min(200_000, archiveBlockCountMax);
+/**
+ * Below this many blocks the per-block work of a publish (ids, deflate) stays on the JS thread:
+ * it takes well under a millisecond, so a round trip to the block worker would only add to it.
+ */
+const workerBlockCountMin = 8;
 
 export interface SyncOptions {
   readonly syncDir: string;
@@ -91,6 +100,8 @@ export interface SyncOptions {
   readonly asOfNs?: bigint;
   /** Never publish (history views, exports): the outbox is never read and nothing is written to the sync dir. */
   readonly readOnly?: boolean;
+  /** The publisher's block worker (tests substitute a thread that fails); default: block-worker-thread.js. */
+  readonly blockWorker?: BlockWorkerOptions;
 }
 
 /** The keys of the sync dir as last loaded: plain, encrypted with keys, or encrypted without a usable key. */
@@ -121,6 +132,8 @@ interface Draft {
   version: FileVersion;
   flat: Uint8Array;
   ino: number | undefined;
+  /** A file's block map as drafted (blocksToShip, in the same synchronous stretch, reads it instead of the table again). */
+  pointers: ReadonlyMap<number, BlockPointer> | undefined;
 }
 
 
@@ -162,6 +175,50 @@ function metaOf(v: FileVersion): VersionMeta {
 }
 
 
+
+/** A block of a local file the publisher reads. */
+interface LocalBlock {
+  readonly ino: number;
+  readonly blockIndex: number;
+  readonly pointer: BlockPointer;
+}
+
+/** Splits `items` into batches for the block worker: at most blockBatchCountMax blocks and blockBatchSizeMaxBytes each. */
+function* blockBatches<T extends LocalBlock>(items: Iterable<T>): Generator<T[]> {
+  let batch: T[] = [];
+  let batchBytes = 0;
+  for (const item of items) {
+    if (batch.length >= blockBatchCountMax || batchBytes + item.pointer.lengthBytes > blockBatchSizeMaxBytes) {
+      yield batch;
+      batch = [];
+      batchBytes = 0;
+    }
+    batch.push(item);
+    batchBytes += item.pointer.lengthBytes;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/**
+ * Runs `work` on each batch with one batch in flight ahead of the one being consumed (the JS
+ * thread reads and sends batch k+1 while the worker handles batch k), yielding results in order.
+ */
+async function* pipelined<B, R>(batches: Iterable<B>, work: (batch: B) => Promise<R>): AsyncGenerator<R> {
+  const inFlight: Promise<R>[] = [];
+  for (const batch of batches) {
+    const result = work(batch);
+    // Awaited below in order; a batch left in flight when the consumer stops must not become an
+    // unhandled rejection.
+    result.catch(() => undefined);
+    inFlight.push(result);
+    if (inFlight.length >= 2) yield await inFlight.shift()!;
+  }
+  while (inFlight.length > 0) yield await inFlight.shift()!;
+}
+
+function isUnknownId(id: Uint8Array): boolean {
+  return id.every((b) => b === 0);
+}
 
 /** Sends SIGUSR1 to the sync daemon named by its pid file, if one runs (design section 6). */
 function signalSyncDaemon(log: (message: string) => void): void {
@@ -226,6 +283,8 @@ export class SyncEngine {
   private highestCounter = 0;
   /** The persisted counter: every counter up to it may have been issued (0: nothing reserved yet). */
   private reservedCounter = 0;
+  /** Block ids and zip entry data of large publishes, off the JS thread (started at the first use). */
+  private readonly blockWorker: BlockWorker;
 
   private constructor(fs: FileSystem, options: SyncOptions) {
     this.port = new SyncPort(fs);
@@ -238,6 +297,7 @@ export class SyncEngine {
     this.signalDaemon = options.watch === true;
     this.asOfNs = options.asOfNs;
     this.readOnly = options.readOnly === true;
+    this.blockWorker = new BlockWorker(options.blockWorker);
     const storeId = fs.store.dir;
     this.storeDir = fs.store.dir;
     this.replicaId = createHash('sha256').update(`${options.boxid}\0${storeId}`).digest('hex').slice(0, 32);
@@ -384,6 +444,7 @@ export class SyncEngine {
       code = isFsError(e) ? e.code : undefined;
     }
     await this.queue;
+    await this.blockWorker.close();
     this.reader.close();
     this.plain.close();
     const unpublishedCount = reason === undefined ? 0 : this.port.outboxCount();
@@ -402,6 +463,7 @@ export class SyncEngine {
     if (this.rescanTimer !== undefined) clearInterval(this.rescanTimer);
     this.watcher?.close();
     await this.queue.catch(() => undefined);
+    await this.blockWorker.close();
     this.reader.close();
   }
 
@@ -466,6 +528,7 @@ export class SyncEngine {
       throw new FsError('BAD_KEY', `this machine (boxid ${this.keyState.keyring.boxid}) was revoked: it no longer publishes to this sync dir; `
         + 'its changes stay local', this.syncDir);
     }
+    await this.rememberMissingIds(rows.map((r) => r.ino));
     const { drafts, lost } = this.draftVersions(rows.map((r) => r.ino));
     const archives: { name: string; zipSizeBytes: number; idxSizeBytes: number }[] = [];
     let blockCount = 0;
@@ -534,6 +597,8 @@ export class SyncEngine {
     const shipped = new Set<string>();
     for (const draft of drafts) {
       const need = this.blocksToShip(draft, shipped);
+      // The block map was needed only until here; the drafts live until the archive is written.
+      draft.pointers = undefined;
       if (current === undefined || current.drafts.length >= archiveVersionCountSoftMax || current.blocks.size + need.size > archiveBlockCountSoftMax) {
         current = { drafts: [], blocks: new Map() };
         chunks.push(current);
@@ -548,13 +613,14 @@ export class SyncEngine {
   private blocksToShip(draft: Draft, shipped: Set<string>): Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }> {
     const need = new Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>();
     if (draft.version.type !== 'file' || draft.ino === undefined) return need;
-    const pointers = this.port.blockPointers(draft.ino);
+    const pointers = draft.pointers ?? this.port.blockPointers(draft.ino);
     for (const run of draft.version.blockRuns) {
       if (run.kind !== 'ids') continue;
       for (let i = 0; i < run.ids.length / blockIdBytes; i++) {
         const id = run.ids.subarray(i * blockIdBytes, (i + 1) * blockIdBytes);
-        const hex = Buffer.from(id).toString('hex');
-        if (/^0+$/.test(hex) || shipped.has(hex) || this.state.hasBlock(id)) continue;
+        if (isUnknownId(id)) continue;
+        const hex = Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
+        if (shipped.has(hex) || this.state.hasBlock(id)) continue;
         const blockIndex = run.blockIndex + i;
         const pointer = pointers.get(blockIndex);
         if (pointer === undefined) throw new FsError('ASSERT', `block ${blockIndex} of inode ${draft.ino} vanished while publishing`);
@@ -568,13 +634,7 @@ export class SyncEngine {
   private async writeChunk(drafts: Draft[], blocks: Map<string, { ino: number; blockIndex: number; pointer: BlockPointer }>,
     rows: { ino: number; sequence: number }[], lost: { ino: number; path: string }[]): Promise<{ name: string; zipSizeBytes: number; idxSizeBytes: number } | undefined> {
     const name = newArchiveName();
-    const port = this.port;
-    const payloads = function* (): Generator<BlockPayload> {
-      for (const [hex, b] of blocks) {
-        const data = port.readStoredBlock(b.ino, b.blockIndex, b.pointer);
-        yield { blockId: Buffer.from(hex, 'hex'), data };
-      }
-    };
+    const produce = this.zipProducer(blocks);
     let locations: BlockLocation[] = [];
     let committed: Idx | undefined;
     const keyring = this.keyState.kind === 'keys' ? this.keyState.keyring : undefined;
@@ -583,10 +643,9 @@ export class SyncEngine {
     const written = await writeArchive(this.syncDir, {
       name,
       writeZip: async (tempPath) => {
-        const options = { compressionLevel: this.compressionLevel };
         locations = seal === undefined
-          ? (await writeBlockZipFile(tempPath, payloads(), options)).locations
-          : (await writeSealedFile(tempPath, { ...seal, kind: 'zip' }, (sink) => writeBlockZip(payloads(), sink, options))).result.locations;
+          ? (await writeSinkFile(tempPath, produce)).locations
+          : (await writeSealedFile(tempPath, { ...seal, kind: 'zip' }, produce)).result.locations;
       },
       ...(seal === undefined ? {} : { sealIdx: (idxBytes: Uint8Array) => sealFile(idxBytes, { ...seal, kind: 'idx' }) }),
       idx: (zipSizeBytes): Idx => {
@@ -612,6 +671,32 @@ export class SyncEngine {
       this.port.clearOutbox(rows);
     });
     return { name, zipSizeBytes: written.zipSizeBytes, idxSizeBytes: written.idxSizeBytes };
+  }
+
+  /**
+   * The writer of a chunk's archive zip into a sink. Its blocks are read in runs and prepared
+   * (CRC-32, deflate) on the block worker a batch at a time, one batch ahead; a few blocks are
+   * prepared on the JS thread. Either way the entries are the same (block-prep.ts).
+   */
+  private zipProducer(blocks: Map<string, LocalBlock>): (sink: ZipSink) => Promise<{ locations: BlockLocation[] }> {
+    const options = { compressionLevel: this.compressionLevel };
+    const port = this.port;
+    if (blocks.size < workerBlockCountMin) {
+      const payloads = function* (): Generator<BlockPayload> {
+        for (const [hex, b] of blocks) yield { blockId: Buffer.from(hex, 'hex'), data: port.readStoredBlock(b.ino, b.blockIndex, b.pointer) };
+      };
+      return (sink) => writeBlockZip(payloads(), sink, options);
+    }
+    const level = this.compressionLevel;
+    const worker = this.blockWorker;
+    const prepared = async function* (): AsyncGenerator<PreparedBlock> {
+      const batches = blockBatches([...blocks].map(([hex, b]) => ({ ...b, hex })));
+      for await (const batch of pipelined(batches, async (list) => {
+        const data = port.readStoredBlocks(list);
+        return worker.prepare(list.map((b, i) => ({ blockId: Buffer.from(b.hex, 'hex'), data: data[i]! })), level);
+      })) yield* batch;
+    };
+    return (sink) => writePreparedBlockZip(prepared(), sink, options);
   }
 
   /** Records a version: its block list, and the path's heads (it replaces its base as a head). */
@@ -720,14 +805,15 @@ export class SyncEngine {
       path: id.path, type: 'file', mode: 0, uid: 0, gid: 0, rdev: 0, mtimeNs: BigInt(Date.now()) * 1_000_000n, sizeBytes: 0,
       symlinkTarget: '', xattrs: [], deleted: true, stamp: this.nextStamp(), base: id.stamp, blockRuns: [],
     };
-    return { version, flat: new Uint8Array(0), ino: undefined };
+    return { version, flat: new Uint8Array(0), ino: undefined, pointers: undefined };
   }
 
   private liveDraft(node: PortNode, path: string, ids: Identity[], replaced: Draft | undefined): Draft | undefined {
     const own = ids.find((id) => id.path === path);
     const moved = own === undefined ? ids[0] : undefined;
     const base = own?.stamp ?? replaced?.version.base ?? latestHead(this.state.pathRecord(path).versions);
-    const flat = node.type === 'file' ? this.flatListOf(node) : new Uint8Array(0);
+    const listed = node.type === 'file' ? this.flatListOf(node) : undefined;
+    const flat = listed?.flat ?? new Uint8Array(0);
     if (own !== undefined && this.unchanged(node, own, flat)) return undefined;
     const sourceStamp = [own?.stamp, moved?.stamp].find((st) => st !== undefined && st.counter > 0);
     // Copy only from a version some archive here still carries: a retired one could not be resolved by peers.
@@ -740,7 +826,7 @@ export class SyncEngine {
       xattrs: node.xattrs.map((x) => ({ name: x.name, value: x.value })),
       deleted: false, stamp: this.nextStamp(), base, blockRuns: node.type === 'file' ? deltaRuns(flat, source) : [],
     };
-    return { version, flat, ino: node.ino };
+    return { version, flat, ino: node.ino, pointers: listed?.pointers };
   }
 
   /** True when the node still matches the version it shows (nothing worth a new version). */
@@ -761,12 +847,48 @@ export class SyncEngine {
     return old !== undefined && Buffer.compare(Buffer.from(old), Buffer.from(flat)) === 0;
   }
 
+  /**
+   * The id pass of a publish, before drafting: computes the ids of the blocks of `inos` whose id
+   * is unknown on the block worker, a batch at a time (FUSE requests are served between batches),
+   * and remembers them in the block maps. A block rewritten meanwhile keeps its unknown id
+   * (rememberBlockIds compares pointers), and flatListOf hashes those few on the JS thread.
+   */
+  private async rememberMissingIds(inos: readonly number[]): Promise<void> {
+    const missing: LocalBlock[] = [];
+    for (const ino of inos) {
+      const node = this.port.node(ino);
+      if (node === undefined || node.type !== 'file') continue;
+      const slots = blockSlotCount(node.sizeBytes);
+      for (const [blockIndex, pointer] of this.port.blockPointers(ino)) {
+        if (blockIndex < slots && isUnknownId(pointer.blockId)) missing.push({ ino, blockIndex, pointer });
+      }
+    }
+    if (missing.length < workerBlockCountMin) return;
+    const key = this.blockIdKey;
+    const hashed = pipelined(blockBatches(missing), async (batch) => {
+      const ids = await this.blockWorker.blockIds(this.port.readStoredBlocks(batch), key);
+      return batch.map((b, i) => ({ ...b, blockId: ids[i]! }));
+    });
+    for await (const batch of hashed) {
+      const byIno = new Map<number, typeof batch>();
+      for (const b of batch) {
+        const list = byIno.get(b.ino);
+        if (list === undefined) byIno.set(b.ino, [b]);
+        else list.push(b);
+      }
+      this.port.transaction(() => {
+        for (const [ino, list] of byIno) this.port.rememberBlockIds(ino, list);
+      });
+    }
+  }
+
   /** The flat block-id list of a file, hashing (and remembering) blocks whose id is unknown. */
-  private flatListOf(node: PortNode): Uint8Array {
+  private flatListOf(node: PortNode): { flat: Uint8Array; pointers: ReadonlyMap<number, BlockPointer> } {
     const slots = blockSlotCount(node.sizeBytes);
     const flat = new Uint8Array(slots * blockIdBytes);
     const remember: { blockIndex: number; pointer: BlockPointer; blockId: Buffer }[] = [];
-    for (const [blockIndex, pointer] of this.port.blockPointers(node.ino)) {
+    const pointers = this.port.blockPointers(node.ino);
+    for (const [blockIndex, pointer] of pointers) {
       if (blockIndex >= slots) continue;
       let id = pointer.blockId;
       if (id.every((b) => b === 0)) {
@@ -776,7 +898,7 @@ export class SyncEngine {
       flat.set(id, blockIndex * blockIdBytes);
     }
     if (remember.length > 0) this.port.rememberBlockIds(node.ino, remember);
-    return flat;
+    return { flat, pointers };
   }
 
   // ================================================================ importing

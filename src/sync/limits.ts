@@ -52,6 +52,19 @@ export const syncDirEntryCountMax = 1_048_576;
 /** idx files `scanSyncDir` reads concurrently. */
 export const scanConcurrencyMax = 16;
 
+/**
+ * Most blocks in one batch the publisher hands its block worker (block-worker.ts), and most bytes:
+ * the JS thread serves FUSE requests between batches, so a batch bounds how long it is away.
+ */
+export const blockBatchCountMax = 256;
+export const blockBatchSizeMaxBytes = 1024 * 1024;
+/**
+ * Longest the block worker may stay silent while batches wait for it before it is taken for hung,
+ * terminated, and the publish fails (the outbox stays; the next publish starts a new worker). A
+ * batch takes milliseconds; this bounds a hang, not a slow machine.
+ */
+export const blockWorkerSilenceMsMax = 60_000;
+
 assert(archiveNameBytes === 16 && boxidBytes === 16 && blockIdBytes === 16, 'ids are 128-bit');
 assert(idxSizeMaxBytes < 2 ** 32, 'idx sizes and section sizes fit in u32');
 assert(archiveBlockCountMax * 40 < idxSizeMaxBytes, 'a full block table fits in an idx');
@@ -68,6 +81,8 @@ assert(blockStoredSizeMaxBytes < 2 ** 32, 'stored block sizes fit in u32');
 assert(archiveBlockCountMax * (blockStoredSizeMaxBytes + 200) < Number.MAX_SAFE_INTEGER, 'zip offsets are exact');
 assert(plainZipEntrySizeMaxBytes <= fileSizeMaxBytes, 'a plain zip entry fits in a file');
 assert(plainZipReadMaxBytesDefault <= plainZipEntrySizeMaxBytes, 'default read bound within the entry limit');
+assert(blockBatchCountMax * blockSizeBytes <= blockBatchSizeMaxBytes, 'a batch of whole blocks fits its byte bound');
+assert(blockBatchCountMax * blockStoredSizeMaxBytes < 2 ** 31, 'a batch of stored blocks fits one buffer');
 
 // ---------------------------------------------------------------------------------------------
 // Garbage collection and repacking (src/sync/gc.ts, src/sync/repack.ts; docs/ARCHITECTURE.md "GC")

@@ -5,8 +5,9 @@
  * Archive zip layout: a directory entry `blocks/` first (so even an archive with no blocks is a
  * non-empty zip that `unzip -t` accepts), then one entry per distinct block named
  * `blocks/<32 hex of the block id>`, in the order given, then the central directory. Each block is
- * deflated (level 6 by default) and stored deflated only when that is smaller than the block;
- * otherwise it is stored as is. Local headers carry CRC-32 and both sizes (no data descriptors)
+ * deflated (level 6 by default here; the publisher passes its own level) and stored deflated only
+ * when that is smaller than the block; otherwise it is stored as is (block-prep.ts). The
+ * publisher prepares blocks on its worker thread and hands them in through writePreparedBlockZip. Local headers carry CRC-32 and both sizes (no data descriptors)
  * and no extra field; zip64 records appear only where counts or offsets need them.
  *
  * Decision: the archive zip writer is hand-written (records in zip-format.ts) rather than yazl.
@@ -37,6 +38,7 @@ import {
   plainZipEntrySizeMaxBytes, plainZipReadMaxBytesDefault,
 } from './limits.js';
 import { type PathRejection, checkZipEntryName, printableName } from './names.js';
+import { compressBlock, crc32Of, type PreparedBlock } from './block-prep.js';
 import {
   type BlockLocation, type ZipMethod, blockEntryName, blockEntryNameLengthBytes, blockEntryPrefix,
   blockEntrySpanBytes, checkBlockLocation, dosDateTime, encodeCentralHeader, encodeEndRecords,
@@ -45,6 +47,7 @@ import {
 } from './zip-format.js';
 
 export type { BlockLocation } from './zip-format.js';
+export type { PreparedBlock } from './block-prep.js';
 
 // ---------------------------------------------------------------------------------------------
 // Writing archive zips
@@ -82,37 +85,41 @@ const dirEntryMode = 0o040755;
 /** Central directory records concatenated per sink call. */
 const centralBatchCount = 1024;
 
-function checkPayload(block: BlockPayload): void {
-  if (block.blockId.length !== blockIdBytes) {
-    throw new FsError('BAD_INPUT', `block id of ${block.blockId.length} bytes, expected ${blockIdBytes}`);
+function checkPayload(blockId: Uint8Array, sizeBytes: number): void {
+  if (blockId.length !== blockIdBytes) {
+    throw new FsError('BAD_INPUT', `block id of ${blockId.length} bytes, expected ${blockIdBytes}`);
   }
-  if (block.blockId.every((byte) => byte === 0)) throw new FsError('BAD_INPUT', 'the all-zero block id is a hole and carries no data');
-  if (block.data.length < 1 || block.data.length > blockSizeBytes) {
-    throw new FsError('BAD_INPUT', `block ${hexOf(block.blockId)}: ${block.data.length} bytes outside 1..${blockSizeBytes}`);
+  if (blockId.every((byte) => byte === 0)) throw new FsError('BAD_INPUT', 'the all-zero block id is a hole and carries no data');
+  if (sizeBytes < 1 || sizeBytes > blockSizeBytes) {
+    throw new FsError('BAD_INPUT', `block ${hexOf(blockId)}: ${sizeBytes} bytes outside 1..${blockSizeBytes}`);
   }
-}
-
-interface PreparedBlock {
-  readonly blockId: Uint8Array;
-  readonly crc32: number;
-  readonly sizeBytes: number;
-  readonly method: ZipMethod;
-  readonly stored: Buffer;
 }
 
 /**
- * Deflates one block, keeping the deflated form only when it is smaller than the block. Synchronous
- * on purpose: for 4 KiB the thread pool's round trip costs more than the deflate itself (measured:
- * 50 us per block synchronously, twice that through zlib.deflateRaw).
+ * Checks what a preparer (this file's, or the block worker's across a thread boundary) says about
+ * a block before it becomes an entry: sizes, method and the deflate-only-when-smaller rule.
  */
-function prepareBlock(blockId: Uint8Array, data: Buffer, crc32: number, level: number): PreparedBlock {
-  const stored = level === 0 ? data : zlib.deflateRawSync(data, { level });
-  const deflated = level !== 0 && stored.length < data.length;
-  return {
-    blockId, crc32, sizeBytes: data.length,
-    method: deflated ? zipMethodDeflate : zipMethodStore,
-    stored: deflated ? stored : data,
-  };
+function checkPrepared(block: PreparedBlock): void {
+  checkPayload(block.blockId, block.sizeBytes);
+  const hex = hexOf(block.blockId);
+  if (block.method === zipMethodStore && block.stored.length !== block.sizeBytes) {
+    throw new FsError('ASSERT', `block ${hex}: stored as is with ${block.stored.length} bytes, its size is ${block.sizeBytes}`);
+  }
+  if (block.method === zipMethodDeflate && (block.stored.length < 1 || block.stored.length >= block.sizeBytes)) {
+    throw new FsError('ASSERT', `block ${hex}: deflated to ${block.stored.length} bytes, not smaller than its ${block.sizeBytes}`);
+  }
+  if (block.method !== zipMethodStore && block.method !== zipMethodDeflate) throw new FsError('ASSERT', `block ${hex}: method ${String(block.method)}`);
+  if (!Number.isInteger(block.crc32) || block.crc32 < 0 || block.crc32 > 0xffffffff) throw new FsError('ASSERT', `block ${hex}: crc32 ${block.crc32}`);
+}
+
+/** Prepares payloads one at a time on this thread (CRC-32, deflate kept only when smaller). */
+async function* prepareOnThread(blocks: Iterable<BlockPayload> | AsyncIterable<BlockPayload>, level: number): AsyncGenerator<PreparedBlock> {
+  for await (const block of blocks) {
+    checkPayload(block.blockId, block.data.length);
+    // No copy of the data: the writer consumes it before the next block is asked for.
+    const data = Buffer.from(block.data.buffer, block.data.byteOffset, block.data.byteLength);
+    yield { blockId: Uint8Array.from(block.blockId), crc32: crc32Of(data), sizeBytes: data.length, ...compressBlock(data, level) };
+  }
 }
 
 /** Streams the records of one archive zip to a sink, tracking offsets; see writeBlockZip. */
@@ -186,31 +193,37 @@ class ArchiveZipWriter {
  * Writes an archive zip of `blocks` to `sink` and returns each distinct block's location. A block
  * id given twice is stored once (its size and CRC-32 must match: FsError ASSERT otherwise). At most
  * `archiveBlockCountMax` distinct blocks (FsError LIMIT). Memory holds one block at a time plus
- * the central directory (about 85 bytes per block).
+ * the central directory (about 85 bytes per block). Blocks are deflated on this thread.
  */
 export async function writeBlockZip(blocks: Iterable<BlockPayload> | AsyncIterable<BlockPayload>,
   sink: ZipSink, options: BlockZipOptions = {}): Promise<BlockZipResult> {
   const level = options.compressionLevel ?? compressionLevelDefault;
   if (!Number.isInteger(level) || level < 0 || level > 9) throw new FsError('BAD_INPUT', `compression level ${level} not in 0..9`);
+  return writePreparedBlockZip(prepareOnThread(blocks, level), sink, options);
+}
+
+/**
+ * writeBlockZip for blocks whose CRC-32 and stored form were computed elsewhere (the publisher's
+ * block worker); each is checked before it becomes an entry. `options.compressionLevel` is unused.
+ */
+export async function writePreparedBlockZip(blocks: Iterable<PreparedBlock> | AsyncIterable<PreparedBlock>,
+  sink: ZipSink, options: BlockZipOptions = {}): Promise<BlockZipResult> {
   const writer = new ArchiveZipWriter(sink, dosDateTime(options.mtime ?? new Date()), options.forceZip64 === true);
   await writer.writeDirectory();
   const seen = new Map<string, { crc32: number; sizeBytes: number }>();
   for await (const block of blocks) {
-    checkPayload(block);
+    checkPrepared(block);
     const hex = hexOf(block.blockId);
-    const crc32 = zlib.crc32(block.data);
     const prior = seen.get(hex);
     if (prior !== undefined) {
-      if (prior.crc32 !== crc32 || prior.sizeBytes !== block.data.length) {
+      if (prior.crc32 !== block.crc32 || prior.sizeBytes !== block.sizeBytes) {
         throw new FsError('ASSERT', `block ${hex} given twice with different content`);
       }
       continue;
     }
     if (seen.size >= archiveBlockCountMax) throw new FsError('LIMIT', `more than ${archiveBlockCountMax} blocks in one archive`);
-    seen.set(hex, { crc32, sizeBytes: block.data.length });
-    // No copy of the data: prepareBlock and writeBlock consume it before the first await.
-    const data = Buffer.from(block.data.buffer, block.data.byteOffset, block.data.byteLength);
-    await writer.writeBlock(prepareBlock(Uint8Array.from(block.blockId), data, crc32, level), hex);
+    seen.set(hex, { crc32: block.crc32, sizeBytes: block.sizeBytes });
+    await writer.writeBlock(block, hex);
   }
   const sizeBytes = await writer.finish();
   const locations = writer.locations.sort((a, b) => (a.hex < b.hex ? -1 : a.hex > b.hex ? 1 : 0)).map((x) => x.location);
@@ -220,6 +233,15 @@ export async function writeBlockZip(blocks: Iterable<BlockPayload> | AsyncIterab
 /** Writes an archive zip into a new file at `path` (fails if it exists), fsyncs and closes it. */
 export async function writeBlockZipFile(path: string, blocks: Iterable<BlockPayload> | AsyncIterable<BlockPayload>,
   options: BlockZipOptions = {}): Promise<BlockZipResult> {
+  return writeSinkFile(path, (sink) => writeBlockZip(blocks, sink, options));
+}
+
+/**
+ * Creates `path` (which must not exist), lets `produce` write into the sink (gathered into writes
+ * of about 256 KiB), fsyncs and closes the file; on failure removes it. The plain counterpart of
+ * crypto's writeSealedFile.
+ */
+export async function writeSinkFile<T>(path: string, produce: (sink: ZipSink) => Promise<T>): Promise<T> {
   const handle = await open(path, 'wx');
   try {
     // Coalesce the writer's per-entry chunks into fewer system calls.
@@ -232,11 +254,11 @@ export async function writeBlockZipFile(path: string, blocks: Iterable<BlockPayl
       batch = [];
       batchBytes = 0;
     };
-    const result = await writeBlockZip(blocks, async (chunk) => {
+    const result = await produce(async (chunk) => {
       batch.push(chunk);
       batchBytes += chunk.length;
       if (batchBytes >= batchBytesMax) await flush();
-    }, options);
+    });
     await flush();
     await handle.sync();
     await handle.close();
