@@ -166,7 +166,9 @@ export class SegmentLog {
    * naming the segment file and offset. Never returns wrong bytes.
    */
   read(loc: BlockLocation, expectedIno: number, expectedBlockIndex: number): Buffer {
-    return this.readRun([loc], [expectedIno], [expectedBlockIndex])[0]!;
+    const payload = Buffer.allocUnsafe(loc.lengthBytes);
+    this.readRunInto([loc], [expectedIno], [expectedBlockIndex], [payload]);
+    return payload;
   }
 
   /**
