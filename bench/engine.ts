@@ -21,7 +21,7 @@ import { Bench } from 'tinybench';
 import { FileSystem } from '../src/inode/fs.js';
 import { Store } from '../src/inode/store.js';
 import { rootCtx, rootIno, S_IFREG } from '../src/inode/types.js';
-import { cacheSizeBytesDefault } from '../src/limits.js';
+import { cacheSizeBytesDefault, mountNodeFlags } from '../src/limits.js';
 import { Cleanup, dropCaches, KiB, MiB, mbPerSecond, patternBuffer, progress, prng, stampChunk, timed, timedSync, type Figure } from './common.js';
 
 export interface EngineSizes {
@@ -283,13 +283,14 @@ async function residentMemory(root: string, sizes: EngineSizes): Promise<Figure>
     suite: 'engine', workload: `max RSS writing ${sizes.rssBytes / MiB} MiB`, unit: 'MiB',
     zippy: zippy.maxRssBytes / MiB, baseline: raw.maxRssBytes / MiB, baselineName: 'same loop via fs.writeSync',
     higherIsBetter: false, target: { kind: 'absMax', max: limit / MiB, text: `< cache + 150 = ${limit / MiB} MiB` },
-    note: `fresh child process (start RSS ${(zippy.startRssBytes / MiB).toFixed(0)} MiB); ${mbPerSecond(sizes.rssBytes, zippy.seconds).toFixed(0)} MB/s vs ${mbPerSecond(sizes.rssBytes, raw.seconds).toFixed(0)} MB/s raw`,
+    note: `fresh child process with the mount's V8 flags (${mountNodeFlags.join(' ')}; start RSS ${(zippy.startRssBytes / MiB).toFixed(0)} MiB); ${mbPerSecond(sizes.rssBytes, zippy.seconds).toFixed(0)} MB/s vs ${mbPerSecond(sizes.rssBytes, raw.seconds).toFixed(0)} MB/s raw`,
   };
 }
 
 function rssChild(args: string[]): Promise<RssResult> {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), ['--rss-child', ...args], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    // The child runs with the V8 flags of the mount process, whose engine this is.
+    const child = fork(fileURLToPath(import.meta.url), ['--rss-child', ...args], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [...mountNodeFlags] });
     let result: RssResult | undefined;
     child.on('message', (m) => {
       result = m as RssResult;

@@ -15,7 +15,7 @@
  * publishing of the previous workload done) and notes how long that took, so each figure is the
  * workload's own and the background cost stays visible.
  *
- * The mount is a child process (`node bin/zippy-fs.js -f -o store=...`); it is stopped with
+ * The mount is a child process (`node --max-semi-space-size=4 bin/zippy-fs.js -f -o store=...`, the flags of its shebang); it is stopped with
  * SIGTERM (which flushes and unmounts) and lazily unmounted if that fails. Extra node flags for
  * the mount process (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`) can be given in
  * ZIPPY_BENCH_MOUNT_NODE_ARGS to profile it.
@@ -25,6 +25,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, re
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Cleanup, dropCaches, KiB, MiB, mbPerSecond, patternBuffer, progress, prng, stampChunk, timedSync, type Figure, type Target } from './common.js';
+import { mountNodeFlags } from '../src/limits.js';
 
 interface MountSizes {
   seqBytes: number;
@@ -139,7 +140,7 @@ function settle(pid: number): number {
 
 async function startMount(root: string, mnt: string, cleanup: Cleanup): Promise<number> {
   const extraNodeArgs = (process.env['ZIPPY_BENCH_MOUNT_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
-  const child = spawn(process.execPath, [...extraNodeArgs, binPath, '-f', '-o', `store=${join(root, 'store')}`, mnt, join(root, 'sync')], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  const child = spawn(process.execPath, [...mountNodeFlags, ...extraNodeArgs, binPath, '-f', '-o', `store=${join(root, 'store')}`, mnt, join(root, 'sync')], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-16 * KiB);

@@ -43,3 +43,11 @@ assert(cacheSizeBytesDefault >= cacheSizeBytesMin, 'default cache at least the m
 assert(nameLengthMaxBytes < pathLengthMaxBytes, 'a name fits in a path');
 /** Entries in the inode layer's path → inode cache; it is cleared when full (a new working set refills it). */
 export const pathCacheEntryCountMax = 65_536;
+
+/**
+ * V8 flags of the zippy-fs mount process (bin/zippy-fs.js's shebang says the same; the detached
+ * mount, the tests and the benches start it with these). A young generation of 4 MiB semi-spaces
+ * instead of V8's 16 MiB keeps about 30 MiB less garbage resident while blocks stream through
+ * the cache; measured, it does not slow writing.
+ */
+export const mountNodeFlags: readonly string[] = ['--max-semi-space-size=4'];

@@ -17,6 +17,7 @@ import { rootCtx } from '../src/inode/types.js';
 import { seededRandom } from './random.js';
 import { randomBytes } from 'node:crypto';
 import { SyncEngine, type SyncOptions } from '../src/sync/engine.js';
+import { mountNodeFlags } from '../src/limits.js';
 
 /** A fresh temporary directory, removed by cleanup(). */
 export function tempDir(prefix = 'zippy-test-'): string {
@@ -205,7 +206,7 @@ export async function mountZippy(options: MountZippyOptions = {}): Promise<TestM
   let child: ChildProcess | undefined;
 
   const start = async (): Promise<void> => {
-    const args = [mountMainPath(), '-f', ...(options.flags ?? []), '-o', [`store=${storeDir}`, ...(options.options ?? [])].join(','), mountpoint, syncDir];
+    const args = [...mountNodeFlags, mountMainPath(), '-f', ...(options.flags ?? []), '-o', [`store=${storeDir}`, ...(options.options ?? [])].join(','), mountpoint, syncDir];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
     child = proc;
     liveMounts.set(mountpoint, proc);

@@ -19,7 +19,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FsError, isFsError } from '../errors.js';
-import { cacheSizeBytesDefault, cacheSizeBytesMin } from '../limits.js';
+import { cacheSizeBytesDefault, cacheSizeBytesMin, mountNodeFlags } from '../limits.js';
 import { FileSystem } from '../inode/fs.js';
 import { Store } from '../inode/store.js';
 import { loadBoxid } from '../sync/boxid.js';
@@ -289,7 +289,7 @@ async function detach(options: MountOptions, argv: string[]): Promise<number> {
   mkdirSync(storeDir, { recursive: true });
   const logPath = join(storeDir, 'zippy-fs.log');
   const logFd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, [process.argv[1]!, '-f', ...argv], { detached: true, stdio: ['ignore', logFd, logFd, 'ipc'] });
+  const child = spawn(process.execPath, [...mountNodeFlags, process.argv[1]!, '-f', ...argv], { detached: true, stdio: ['ignore', logFd, logFd, 'ipc'] });
   return new Promise((resolvePromise) => {
     child.on('message', (message) => {
       if (message === 'ready') {
