@@ -547,10 +547,18 @@ export class SyncEngine {
     }
     if (archives.length > 0 && this.signalDaemon) signalSyncDaemon(this.log);
     if (archives.length > 0) this.gcSoon();
-    const paths = new Set(drafts.map((d) => d.version.path));
+    // A published path whose only head is the version just published shows it already (it was
+    // drafted from the local tree): only paths where other versions met it need reconciling.
+    const paths = new Set(drafts.filter((d) => !this.soleHead(d.version)).map((d) => d.version.path));
     for (const p of this.reconciler.takeDeferred()) paths.add(p);
     this.reconciler.reconcile(paths);
     return { archives, versionCount: drafts.length, blockCount };
+  }
+
+  /** True when `v` is the only head of its path and the path has no conflict copies. */
+  private soleHead(v: FileVersion): boolean {
+    const record = this.state.pathRecord(v.path);
+    return record.versions.length === 1 && sameStamp(record.versions[0]!.stamp, v.stamp) && record.copies.length === 0;
   }
 
   /**
