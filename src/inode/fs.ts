@@ -61,6 +61,9 @@ export class FileSystem {
   private readonly handles = new Map<number, number>();
   /** The error of each file whose last write-back failed (its data stays dirty and is retried). */
   private readonly writeBackFailures = new Map<number, FsError>();
+  /** Files closed with dirty data, written back together by writeBackClosed. */
+  private readonly closedDirty = new Set<number>();
+  private closedTimer: NodeJS.Timeout | undefined;
   /** Path components joined by "/" → inode (resolveParts). */
   private readonly pathCache = new Map<string, number>();
   private handleNext = 1;
@@ -485,8 +488,29 @@ export class FileSystem {
     this.lastWriteMs.delete(ino);
     if (this.readOnly) return;
     const rec = this.inodeOrUndefined(ino);
-    if (rec !== undefined && rec.nlink === 0) this.commit(() => this.freeInode(ino));
-    else this.flushFile(ino);
+    if (rec !== undefined && rec.nlink === 0) {
+      this.commit(() => this.freeInode(ino));
+    } else if (this.cache.dirtyOf(ino).length > 0 || this.pending.has(ino)) {
+      // Written back shortly, together with other files closed meanwhile: a burst of small
+      // files then costs one log append and one transaction per batch instead of per file.
+      this.closedDirty.add(ino);
+      if (this.closedDirty.size >= closedWriteBackCountMax) this.writeBackClosed();
+      else this.closedTimer ??= setTimeout(() => this.writeBackClosed(), closedWriteBackDelayMs);
+    }
+  }
+
+  /** Writes back the files closed since the last such write-back (timer or batch size). */
+  private writeBackClosed(): void {
+    if (this.closedTimer !== undefined) clearTimeout(this.closedTimer);
+    this.closedTimer = undefined;
+    const inos = [...this.closedDirty];
+    this.closedDirty.clear();
+    if (inos.length === 0 || this.readOnly) return;
+    try {
+      this.writeBackFiles(inos);
+    } catch (e) {
+      process.emitWarning(`zippy-fs: write-back of ${inos.length} closed file(s) failed (their data stays in the cache, is retried every second and reported by fsync): ${String(e)}`);
+    }
   }
 
   /** Reads up to `length` bytes at `offset`; holes read as zeros; short at end of file. */
@@ -581,58 +605,78 @@ export class FileSystem {
 
   /** Writes the dirty blocks and pending attributes of `ino` to the store (no fsync). */
   flushFile(ino: number): void {
-    try {
-      this.writeBack(ino);
-    } catch (e) {
-      if (isFsError(e)) this.writeBackFailures.set(ino, e);
-      throw e;
-    }
-    this.writeBackFailures.delete(ino);
+    this.writeBackFiles([ino]);
   }
 
-  private writeBack(ino: number): void {
-    const entries = this.cache.dirtyOf(ino);
-    const rec = this.pending.get(ino);
-    if (entries.length === 0 && rec === undefined) return;
-    const size = rec?.size ?? this.inode(ino).size;
+  /**
+   * Writes back the dirty blocks and pending attributes of `inos` (no fsync) with one log append
+   * and one transaction for all of them. A failure is remembered for each file (flush reports
+   * it, see takeWriteBackFailure) and thrown; the data stays dirty and is retried.
+   */
+  private writeBackFiles(inos: readonly number[]): void {
+    try {
+      this.writeBack(inos);
+    } catch (e) {
+      if (isFsError(e)) for (const ino of inos) this.writeBackFailures.set(ino, e);
+      throw e;
+    }
+    for (const ino of inos) this.writeBackFailures.delete(ino);
+  }
+
+  private writeBack(inos: readonly number[]): void {
     // The records to append (payloads are the cache blocks themselves: the log writes them before
     // returning) and, index for index, their cache entries.
     const writes: BlockRecordInput[] = [];
     const written: CacheEntry[] = [];
-    const holes: CacheEntry[] = [];
-    for (const entry of entries) {
-      const validBytes = Math.min(blockSizeBytes, size - entry.blockIndex * blockSizeBytes);
-      if (validBytes <= 0) continue;
-      const payload = validBytes === blockSizeBytes ? entry.data : entry.data.subarray(0, validBytes);
-      if (isZero(payload)) {
-        holes.push(entry);
-      } else {
-        writes.push({ ino, blockIndex: entry.blockIndex, payload });
-        written.push(entry);
+    const files: { ino: number; entries: CacheEntry[]; rec: InodeRecord | undefined; writes: number[]; holes: CacheEntry[] }[] = [];
+    for (const ino of inos) {
+      const entries = this.cache.dirtyOf(ino);
+      const rec = this.pending.get(ino);
+      if (entries.length === 0 && rec === undefined) continue;
+      const size = rec?.size ?? this.inode(ino).size;
+      const file = { ino, entries, rec, writes: [] as number[], holes: [] as CacheEntry[] };
+      for (const entry of entries) {
+        const validBytes = Math.min(blockSizeBytes, size - entry.blockIndex * blockSizeBytes);
+        if (validBytes <= 0) continue;
+        const payload = validBytes === blockSizeBytes ? entry.data : entry.data.subarray(0, validBytes);
+        if (isZero(payload)) {
+          file.holes.push(entry);
+        } else {
+          file.writes.push(writes.length);
+          writes.push({ ino, blockIndex: entry.blockIndex, payload });
+          written.push(entry);
+        }
       }
+      files.push(file);
     }
+    if (files.length === 0) return;
     const locations = this.appendBlocks(writes);
     assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
     this.commit(() => {
-      const value = this.store.btree.table('inode').get(inoKey(ino));
-      if (value === undefined) return; // freed meanwhile: nothing to keep
-      // No block is stored at or past the committed size (truncate frees them): blocks there are new.
-      const slotsBelowSize = Math.ceil(decodeInode(value, `inode ${ino}`).size / blockSizeBytes);
-      let added = 0;
-      writes.forEach((w, i) => {
-        added += this.putBlock(ino, w.blockIndex, locations[i]!, w.blockIndex >= slotsBelowSize);
-      });
-      for (const hole of holes) added -= this.removeBlock(ino, hole.blockIndex);
-      this.blockCountAdd(ino, added);
-      // The pending record brings the new size and times; the count is the stored one, which
-      // blockCountAdd has just set (the pending copy's may be older).
-      if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode({ ...rec, blockCount: this.storedBlockCount(ino) }));
-      this.notify(ino);
+      for (const { ino, rec, writes: indexes, holes } of files) {
+        const value = this.store.btree.table('inode').get(inoKey(ino));
+        if (value === undefined) continue; // freed meanwhile: nothing to keep
+        // No block is stored at or past the committed size (truncate frees them): blocks there are new.
+        const slotsBelowSize = Math.ceil(decodeInode(value, `inode ${ino}`).size / blockSizeBytes);
+        let added = 0;
+        for (const i of indexes) {
+          const blockIndex = writes[i]!.blockIndex;
+          added += this.putBlock(ino, blockIndex, locations[i]!, blockIndex >= slotsBelowSize);
+        }
+        for (const hole of holes) added -= this.removeBlock(ino, hole.blockIndex);
+        this.blockCountAdd(ino, added);
+        // The pending record brings the new size and times; the count is the stored one, which
+        // blockCountAdd has just set (the pending copy's may be older).
+        if (rec !== undefined) this.store.btree.table('inode').putSync(inoKey(ino), encodeInode({ ...rec, blockCount: this.storedBlockCount(ino) }));
+        this.notify(ino);
+      }
     });
     for (const entry of written) this.cache.setStored(entry, true);
-    for (const hole of holes) this.cache.setStored(hole, false);
-    for (const entry of entries) this.cache.markClean(entry);
-    this.pending.delete(ino);
+    for (const { ino, entries, holes } of files) {
+      for (const hole of holes) this.cache.setStored(hole, false);
+      for (const entry of entries) this.cache.markClean(entry);
+      this.pending.delete(ino);
+    }
   }
 
   /**
@@ -651,8 +695,9 @@ export class FileSystem {
 
   /** Writes back every dirty file (no fsync). */
   writeBackAll(): void {
-    for (const ino of this.cache.dirtyFiles()) this.flushFile(ino);
-    for (const ino of [...this.pending.keys()]) this.flushFile(ino);
+    this.closedDirty.clear();
+    const inos = new Set([...this.cache.dirtyFiles(), ...this.pending.keys()]);
+    if (inos.size > 0) this.writeBackFiles([...inos]);
   }
 
   /** Makes file `ino` (or everything, without `ino`) durable: data first, then metadata. */
@@ -674,6 +719,8 @@ export class FileSystem {
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.closedTimer !== undefined) clearTimeout(this.closedTimer);
+    this.closedTimer = undefined;
     await this.cleanPass;
     await this.fsync();
   }
@@ -1217,6 +1264,11 @@ class DirectRun {
     this.targets = [];
   }
 }
+
+/** A file closed with dirty data is written back within this delay... */
+const closedWriteBackDelayMs = 10;
+/** ...or as soon as this many such files wait. */
+const closedWriteBackCountMax = 256;
 
 /** How often the write-back timer also runs the segment cleaner. */
 const cleanIntervalMs = 30_000;
