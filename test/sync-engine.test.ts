@@ -249,6 +249,34 @@ test('stamp counters from a reservation: above every counter seen (Lamport), nev
   }
 });
 
+test('an import never replaces a file whose local changes are not written back yet: both versions survive', async () => {
+  const dir = tempDir();
+  const a = await openSyncBox(dir);
+  const b = await openSyncBox(dir);
+  try {
+    writeBoxFile(a, '/f.txt', 'base');
+    await a.engine.publishNow();
+    await b.engine.importNow();
+    writeBoxFile(a, '/f.txt', 'from A');
+    await a.engine.publishNow();
+    // B's write stays in its cache (the test file system has no write-back timer).
+    const ino = b.fs.resolve('/f.txt');
+    b.fs.write(rootCtx, ino, 0, Buffer.from('from B'));
+    assert.equal(b.fs.hasUnwrittenChanges(ino), true);
+    await b.engine.importNow();
+    assert.equal(readBoxFile(b, '/f.txt'), 'from B', 'the unwritten local change is kept');
+    await b.engine.publishNow();
+    await a.engine.importNow();
+    await b.engine.importNow();
+    const contents = (box: SyncBox): string[] => box.fs.readdir(1).filter((e) => e.name.startsWith('f.')).map((e) => readBoxFile(box, `/${e.name}`)).sort();
+    assert.deepEqual(contents(a), ['from A', 'from B']);
+    assert.deepEqual(contents(b), ['from A', 'from B']);
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
+
 test('two stores of one machine (same boxid) never mint equal stamps: concurrent edits both survive', async () => {
   const dir = tempDir();
   const boxid = '5a'.repeat(16);

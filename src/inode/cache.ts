@@ -155,6 +155,11 @@ export class BlockCache {
     else this.newDirtyByFile.set(ino, count);
   }
 
+  /** True when `ino` has dirty blocks. */
+  hasDirty(ino: number): boolean {
+    return this.dirtyByFile.has(ino);
+  }
+
   /** Dirty blocks of one file, in block order. */
   dirtyOf(ino: number): CacheEntry[] {
     const set = this.dirtyByFile.get(ino);

@@ -592,6 +592,11 @@ export class FileSystem {
     return data.length;
   }
 
+  /** True while `ino` has data or attributes in memory that are not written back yet. */
+  hasUnwrittenChanges(ino: number): boolean {
+    return this.cache.hasDirty(ino) || this.pending.has(ino);
+  }
+
   /**
    * Throws (once) the error of the last failed write-back of `ino`, if it has not succeeded since:
    * what close(2) reports (FUSE flush), since the write-back itself happens at release.

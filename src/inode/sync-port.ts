@@ -154,7 +154,9 @@ export class SyncPort {
 
   /** True when `ino` has unpublished changes. */
   inOutbox(ino: number): boolean {
-    return this.fs.store.btree.table('outbox').get(inoKey(ino)) !== undefined;
+    // Changes still in the cache (written, or closed within the last write-back delay) reach the
+    // outbox at write-back; until then they count as unpublished too.
+    return this.fs.hasUnwrittenChanges(ino) || this.fs.store.btree.table('outbox').get(inoKey(ino)) !== undefined;
   }
 
   // ---------------------------------------------------------------- reading
