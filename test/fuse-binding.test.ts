@@ -540,6 +540,15 @@ describe('fuse binding (real mount)', { skip }, () => {
     });
   });
 
+  test('child processes of the mounting process do not inherit the FUSE device', async () => {
+    const fs = new MemFs();
+    await withMount(fs, {}, async () => {
+      // A child holding /dev/fuse would keep the connection alive after the mount process is gone.
+      const fds = await sh('ls -l /proc/self/fd/');
+      assert.ok(!fds.includes('/dev/fuse'), `a child's descriptors:\n${fds}`);
+    });
+  });
+
   test('nanosecond times round-trip; UTIME_NOW and UTIME_OMIT are told apart', async () => {
     const fs = new MemFs();
     await withMount(fs, {}, async (mnt) => {

@@ -1261,6 +1261,11 @@ static napi_value js_mount (napi_env env, napi_callback_info info) {
     return NULL;
   }
 
+  /* L10: the device descriptor must not leak into child processes. A child holding it keeps the
+   * connection alive, so a child that itself waits on the mount (a shell writing into it, say)
+   * would wait forever once the mount process is gone. libfuse 2.9 opens it without O_CLOEXEC. */
+  fcntl(fuse_chan_fd(s->ch), F_SETFD, FD_CLOEXEC);
+
   s->se = fuse_lowlevel_new(&args, &ops, sizeof(ops), s);
   if (s->se == NULL) {
     /* P9: never leave the kernel mount behind. */
