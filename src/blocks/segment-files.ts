@@ -56,45 +56,33 @@ export function readFully(fd: number, buf: Buffer, length: number, position: num
  * returns how many were read (fewer only at end of file). Short reads resume where they stopped.
  */
 export function readvFully(fd: number, vectors: readonly Uint8Array[], length: number, position: number): number {
-  let done = fs.readvSync(fd, vectors, position);
-  if (done >= length || done === 0) return done;
-  // Rare: a short read in the middle (a signal, or the end of the file). Resume after it.
-  let skip = done;
-  let rest = [...vectors];
+  let done = 0;
   while (done < length) {
-    while (rest.length > 0 && skip >= rest[0]!.length) {
-      skip -= rest[0]!.length;
-      rest = rest.slice(1);
-    }
-    if (rest.length === 0) break;
-    if (skip > 0) rest[0] = rest[0]!.subarray(skip);
-    skip = 0;
-    const n = fs.readvSync(fd, rest, position + done);
+    const n = fs.readvSync(fd, done === 0 ? vectors : vectorsAfter(vectors, done), position + done);
     if (n === 0) break;
     done += n;
-    skip = n;
   }
   return done;
 }
 
 /** Gather-writes the vectors (`length` bytes in total) at `position`, looping over short writes. */
 export function writevFully(fd: number, vectors: readonly Uint8Array[], length: number, position: number): void {
-  let done = fs.writevSync(fd, vectors, position);
-  let rest = vectors;
-  let skip = done;
+  let done = 0;
   while (done < length) {
-    while (rest.length > 0 && skip >= rest[0]!.length) {
-      skip -= rest[0]!.length;
-      rest = rest.slice(1);
-    }
-    assert(rest.length > 0, `gather write of ${length} bytes at ${position} has bytes left after ${done}`);
-    const head = rest[0]!.subarray(skip);
-    rest = [head, ...rest.slice(1)];
-    const n = fs.writevSync(fd, rest, position + done);
+    const n = fs.writevSync(fd, done === 0 ? vectors : vectorsAfter(vectors, done), position + done);
     assert(n > 0, `write made progress (${done} of ${length} bytes at ${position})`);
     done += n;
-    skip = n;
   }
+}
+
+/** The part of `vectors` after their first `skipBytes` bytes (for resuming a short readv/writev). */
+function vectorsAfter(vectors: readonly Uint8Array[], skipBytes: number): Uint8Array[] {
+  let skip = skipBytes;
+  let first = 0;
+  while (first < vectors.length && skip >= vectors[first]!.length) skip -= vectors[first++]!.length;
+  const rest = vectors.slice(first);
+  if (rest.length > 0 && skip > 0) rest[0] = rest[0]!.subarray(skip);
+  return rest;
 }
 
 /** Makes the directory entries of `dir` durable (creations, removals). */
