@@ -196,3 +196,20 @@ export class BlockWorker {
     this.watchdog = undefined;
   }
 }
+
+/**
+ * Runs `work` on each batch with one batch in flight ahead of the one being consumed (the JS
+ * thread reads and sends batch k+1 while the worker handles batch k), yielding results in order.
+ */
+export async function* pipelined<B, R>(batches: Iterable<B>, work: (batch: B) => Promise<R>): AsyncGenerator<R> {
+  const inFlight: Promise<R>[] = [];
+  for (const batch of batches) {
+    const result = work(batch);
+    // Awaited below in order; a batch left in flight when the consumer stops must not become an
+    // unhandled rejection.
+    result.catch(() => undefined);
+    inFlight.push(result);
+    if (inFlight.length >= 2) yield await inFlight.shift()!;
+  }
+  while (inFlight.length > 0) yield await inFlight.shift()!;
+}

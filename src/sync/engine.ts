@@ -39,7 +39,7 @@ import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { SyncState, type Identity } from './state.js';
 import { writeBlockZip, writePreparedBlockZip, writeSinkFile, type BlockLocation, type BlockPayload, type PreparedBlock, type ZipSink } from './zipfile.js';
-import { BlockWorker, type BlockWorkerOptions } from './block-worker.js';
+import { BlockWorker, pipelined, type BlockWorkerOptions } from './block-worker.js';
 import { PlainUnion } from './plain.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
@@ -199,23 +199,6 @@ function* blockBatches<T extends LocalBlock>(items: Iterable<T>): Generator<T[]>
   if (batch.length > 0) yield batch;
 }
 
-/**
- * Runs `work` on each batch with one batch in flight ahead of the one being consumed (the JS
- * thread reads and sends batch k+1 while the worker handles batch k), yielding results in order.
- */
-async function* pipelined<B, R>(batches: Iterable<B>, work: (batch: B) => Promise<R>): AsyncGenerator<R> {
-  const inFlight: Promise<R>[] = [];
-  for (const batch of batches) {
-    const result = work(batch);
-    // Awaited below in order; a batch left in flight when the consumer stops must not become an
-    // unhandled rejection.
-    result.catch(() => undefined);
-    inFlight.push(result);
-    if (inFlight.length >= 2) yield await inFlight.shift()!;
-  }
-  while (inFlight.length > 0) yield await inFlight.shift()!;
-}
-
 function isUnknownId(id: Uint8Array): boolean {
   return id.every((b) => b === 0);
 }
@@ -314,6 +297,7 @@ export class SyncEngine {
     this.gc = new GarbageCollector({
       syncDir: this.syncDir, boxid: this.boxid, replicaId: this.replicaId, port: this.port, state: this.state, index: new ArchiveIndex(this.port, this.state),
       reader: this.reader, compressionLevel: this.compressionLevel, log: this.log, now: this.now,
+      prepareBlocks: (blocks, level) => this.blockWorker.prepare(blocks, level),
       keyring: () => {
         this.loadKeys();
         if (this.keyState.kind === 'no-key') throw this.keyState.error;

@@ -42,6 +42,7 @@ import { type GcPlan, makePlan } from './gc-plan.js';
 export type { GcPlan } from './gc-plan.js';
 import { appendRmLog, deadArchives, readRmLogs, rmLogDirName, type RmLogEntry, rmEntrySupersededByCountMax } from './rmlog.js';
 import type { SyncState } from './state.js';
+import type { BlockPayload, PreparedBlock } from './zipfile.js';
 
 /** What the GC needs from the engine. */
 export interface GcHost {
@@ -55,6 +56,8 @@ export interface GcHost {
   readonly index: ArchiveIndex;
   readonly reader: ArchiveBlockReader;
   readonly compressionLevel: number;
+  /** Zip entry data (CRC-32, deflate) of blocks off the JS thread (the block worker); absent: on the JS thread. */
+  readonly prepareBlocks?: (blocks: readonly BlockPayload[], level: number) => Promise<PreparedBlock[]>;
   readonly log: (message: string) => void;
   /** Wall clock in ms (tests move it). */
   readonly now: () => number;
