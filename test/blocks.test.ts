@@ -14,6 +14,7 @@ import {
   type BlockLocation, type SegmentLogOptions,
 } from '../src/blocks/index.js';
 import { isFsError, type FsError } from '../src/errors.js';
+import { vectorsAfter } from '../src/blocks/segment-files.js';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'zippy-blocks-test-'));
 after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
@@ -133,6 +134,20 @@ describe('block record codec', () => {
       const error = throwsCode(() => blockRecord.decode(damage(Buffer.from(good)), 0, 'x/00000007.seg', 4128), 'CORRUPT', message);
       assertEq.ok(error.message.includes('x/00000007.seg offset 4128'), error.message);
     }
+  });
+});
+
+describe('gather/scatter resume', () => {
+  it('vectorsAfter skips whole vectors and cuts into the first one left, for every byte count', () => {
+    const vectors = [Buffer.from('abc'), Buffer.alloc(0), Buffer.from('de'), Buffer.from('fghi')];
+    const all = Buffer.concat(vectors).toString();
+    for (let skip = 0; skip <= all.length; skip++) {
+      const rest = vectorsAfter(vectors, skip);
+      assertEq.equal(Buffer.concat(rest).toString(), all.slice(skip), `after ${skip} bytes`);
+      if (rest.length > 0) assertEq.ok(rest[0]!.length > 0 || skip === 0, `no empty head after ${skip} bytes`);
+    }
+    // The caller's vectors are left as they were.
+    assertEq.deepEqual(vectors.map((v) => v.toString()), ['abc', '', 'de', 'fghi']);
   });
 });
 

@@ -76,7 +76,7 @@ export function writevFully(fd: number, vectors: readonly Uint8Array[], length: 
 }
 
 /** The part of `vectors` after their first `skipBytes` bytes (for resuming a short readv/writev). */
-function vectorsAfter(vectors: readonly Uint8Array[], skipBytes: number): Uint8Array[] {
+export function vectorsAfter(vectors: readonly Uint8Array[], skipBytes: number): Uint8Array[] {
   let skip = skipBytes;
   let first = 0;
   while (first < vectors.length && skip >= vectors[first]!.length) skip -= vectors[first++]!.length;
