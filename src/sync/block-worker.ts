@@ -21,7 +21,8 @@ import { Worker } from 'node:worker_threads';
 import { FsError } from '../errors.js';
 import { blockSizeBytes } from '../limits.js';
 import type { PreparedBlock } from './block-prep.js';
-import { blockBatchCountMax, blockBatchSizeMaxBytes, blockIdBytes, blockWorkerSilenceMsMax } from './limits.js';
+import { blockBatchCountMax, blockBatchSizeMaxBytes, blockIdBytes, blockWorkerBlockCountMin, blockWorkerSilenceMsMax } from './limits.js';
+import { type BlockPayload, type BlockZipResult, writeBlockZip, writePreparedBlockZip, type ZipSink } from './zipfile.js';
 import { zipMethodDeflate, zipMethodStore, type ZipMethod } from './zip-format.js';
 
 /** A batch as sent to the thread (block-worker-thread.ts). */
@@ -212,4 +213,31 @@ export async function* pipelined<B, R>(batches: Iterable<B>, work: (batch: B) =>
     if (inFlight.length >= 2) yield await inFlight.shift()!;
   }
   while (inFlight.length > 0) yield await inFlight.shift()!;
+}
+
+/**
+ * The writer of an archive zip of `blocks` into a sink (a publish's or a repack's). With `prepare`
+ * (the block worker's) and at least blockWorkerBlockCountMin blocks, the blocks are read a batch at
+ * a time (`read`, on the JS thread) one batch ahead of the worker, which computes their entry data
+ * (CRC-32, deflate); otherwise everything runs on the JS thread. The entries are the same either
+ * way (block-prep.ts).
+ */
+export function blockZipProducer<T>(blocks: readonly T[], read: (batch: readonly T[]) => BlockPayload[],
+  prepare: ((payloads: BlockPayload[], level: number) => Promise<PreparedBlock[]>) | undefined,
+  level: number): (sink: ZipSink) => Promise<BlockZipResult> {
+  const options = { compressionLevel: level };
+  // Whole blocks: a batch of blockBatchCountMax is within blockBatchSizeMaxBytes (limits.ts asserts it).
+  const batches = function* (): Generator<readonly T[]> {
+    for (let at = 0; at < blocks.length; at += blockBatchCountMax) yield blocks.slice(at, at + blockBatchCountMax);
+  };
+  if (prepare === undefined || blocks.length < blockWorkerBlockCountMin) {
+    const payloads = function* (): Generator<BlockPayload> {
+      for (const batch of batches()) yield* read(batch);
+    };
+    return (sink) => writeBlockZip(payloads(), sink, options);
+  }
+  const prepared = async function* (): AsyncGenerator<PreparedBlock> {
+    for await (const batch of pipelined(batches(), (list) => prepare(read(list), level))) yield* batch;
+  };
+  return (sink) => writePreparedBlockZip(prepared(), sink, options);
 }

@@ -34,12 +34,12 @@ import type { FileSystem } from '../inode/fs.js';
 import { SyncPort, type BlockPointer, type PortNode } from '../inode/sync-port.js';
 import { scanSyncDir, writeArchive, type CompleteArchive } from './archive-store.js';
 import { type BlockRun, blockRunsFromIds, blockSlotCount, type FileVersion, type Idx, resolveBlockList, type Stamp } from './idx.js';
-import { archiveBlockCountMax, blockBatchCountMax, blockBatchSizeMaxBytes, blockIdBytes, idxSizeMaxBytes } from './limits.js';
+import { archiveBlockCountMax, blockBatchCountMax, blockBatchSizeMaxBytes, blockIdBytes, blockWorkerBlockCountMin, idxSizeMaxBytes } from './limits.js';
 import { latestHead, stampString, type VersionMeta } from './merge.js';
 import { newArchiveName } from './names.js';
 import { SyncState, type Identity } from './state.js';
-import { writeBlockZip, writePreparedBlockZip, writeSinkFile, type BlockLocation, type BlockPayload, type PreparedBlock, type ZipSink } from './zipfile.js';
-import { BlockWorker, pipelined, type BlockWorkerOptions } from './block-worker.js';
+import { writeSinkFile, type BlockLocation, type BlockPayload, type ZipSink } from './zipfile.js';
+import { BlockWorker, blockZipProducer, pipelined, type BlockWorkerOptions } from './block-worker.js';
 import { PlainUnion } from './plain.js';
 import { ArchiveBlockReader } from './archive-reader.js';
 import { depth, isZeroId, parentOf, Reconciler, sameStamp } from './reconcile.js';
@@ -69,12 +69,6 @@ const stampReserveCount = 1024;
 /** Versions per archive and new blocks per archive before the publisher starts another archive. */
 const archiveVersionCountSoftMax = 100_000;
 const archiveBlockCountSoftMax = Math.min(200_000, archiveBlockCountMax);
-/**
- * Below this many blocks the per-block work of a publish (ids, deflate) stays on the JS thread:
- * it takes well under a millisecond, so a round trip to the block worker would only add to it.
- */
-const workerBlockCountMin = 8;
-
 export interface SyncOptions {
   readonly syncDir: string;
   /** The machine's boxid (32 hex). */
@@ -671,24 +665,12 @@ export class SyncEngine {
    * prepared on the JS thread. Either way the entries are the same (block-prep.ts).
    */
   private zipProducer(blocks: Map<string, LocalBlock>): (sink: ZipSink) => Promise<{ locations: BlockLocation[] }> {
-    const options = { compressionLevel: this.compressionLevel };
-    const port = this.port;
-    if (blocks.size < workerBlockCountMin) {
-      const payloads = function* (): Generator<BlockPayload> {
-        for (const [hex, b] of blocks) yield { blockId: Buffer.from(hex, 'hex'), data: port.readStoredBlock(b.ino, b.blockIndex, b.pointer) };
-      };
-      return (sink) => writeBlockZip(payloads(), sink, options);
-    }
-    const level = this.compressionLevel;
-    const worker = this.blockWorker;
-    const prepared = async function* (): AsyncGenerator<PreparedBlock> {
-      const batches = blockBatches([...blocks].map(([hex, b]) => ({ ...b, hex })));
-      for await (const batch of pipelined(batches, async (list) => {
-        const data = port.readStoredBlocks(list);
-        return worker.prepare(list.map((b, i) => ({ blockId: Buffer.from(b.hex, 'hex'), data: data[i]! })), level);
-      })) yield* batch;
+    const list = [...blocks].map(([hex, b]) => ({ ...b, blockId: Buffer.from(hex, 'hex') }));
+    const read = (batch: readonly (LocalBlock & { blockId: Buffer })[]): BlockPayload[] => {
+      const data = this.port.readStoredBlocks(batch);
+      return batch.map((b, i) => ({ blockId: b.blockId, data: data[i]! }));
     };
-    return (sink) => writePreparedBlockZip(prepared(), sink, options);
+    return blockZipProducer(list, read, (payloads, level) => this.blockWorker.prepare(payloads, level), this.compressionLevel);
   }
 
   /** Records a version: its block list, and the path's heads (it replaces its base as a head). */
@@ -855,7 +837,7 @@ export class SyncEngine {
         if (blockIndex < slots && isUnknownId(pointer.blockId)) missing.push({ ino, blockIndex, pointer });
       }
     }
-    if (missing.length < workerBlockCountMin) return;
+    if (missing.length < blockWorkerBlockCountMin) return;
     const key = this.blockIdKey;
     const hashed = pipelined(blockBatches(missing), async (batch) => {
       const ids = await this.blockWorker.blockIds(this.port.readStoredBlocks(batch), key);

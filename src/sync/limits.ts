@@ -57,6 +57,11 @@ export const scanConcurrencyMax = 16;
  * the JS thread serves FUSE requests between batches, so a batch bounds how long it is away.
  */
 export const blockBatchCountMax = 256;
+/**
+ * Below this many blocks the per-block work of a publish or a repack (ids, deflate) stays on the
+ * JS thread: it takes well under a millisecond, so a round trip to the block worker would only add to it.
+ */
+export const blockWorkerBlockCountMin = 8;
 export const blockBatchSizeMaxBytes = 1024 * 1024;
 /**
  * Longest the block worker may stay silent while batches wait for it before it is taken for hung,

@@ -20,15 +20,12 @@ import { type Keyring, readSealedFile, sealFile, writeSealedFile } from './crypt
 import { deltaRuns } from './engine.js';
 import type { GcHost, GcPlan } from './gc.js';
 import { blockRunsFromIds, compareStamps, type FileVersion, type Idx, idxHeaderSizeBytes, idxSizeBytes, idxTrailerSizeBytes } from './idx.js';
-import { blockBatchCountMax, idxSizeMaxBytes, repackIdxVersionBytesMax, repackOutputBlockCountMax } from './limits.js';
+import { idxSizeMaxBytes, repackIdxVersionBytesMax, repackOutputBlockCountMax } from './limits.js';
 import { stampString } from './merge.js';
 import { newArchiveName } from './names.js';
 import type { StoredBlock } from './state.js';
-import { type BlockLocation, type BlockPayload, type PreparedBlock, writeBlockZip, writePreparedBlockZip, writeSinkFile, type ZipSink } from './zipfile.js';
-import { pipelined } from './block-worker.js';
-
-/** Below this many blocks a repack deflates on the JS thread: a worker round trip would cost more. */
-const repackWorkerBlockCountMin = 8;
+import { type BlockLocation, type BlockPayload, writeSinkFile } from './zipfile.js';
+import { blockZipProducer } from './block-worker.js';
 
 /** Reads and decodes archive `name`'s idx (opening it sealed in an encrypted dir). */
 export async function readArchiveIdx(host: GcHost, name: string, keyring: Keyring | undefined): Promise<Idx> {
@@ -99,21 +96,10 @@ export async function repackArchives(host: GcHost, plan: GcPlan, archives: reado
   blocks.push(...rescued.slice(0, Math.max(0, repackOutputBlockCountMax - blocks.length)));
   if (versions.length === 0 && blocks.length === 0) return undefined;
   const name = newArchiveName();
-  const payload = (stored: StoredBlock): BlockPayload => ({ blockId: stored.location.blockId, data: host.reader.readStored(stored) });
-  const options = { compressionLevel: host.compressionLevel };
-  const prepare = host.prepareBlocks;
   // Deflate runs on the block worker when there is one (a large repack would otherwise hold the
-  // JS thread, and FUSE with it, for seconds); blocks are read a batch ahead of the worker.
-  const produce = prepare === undefined || blocks.length < repackWorkerBlockCountMin
-    ? (sink: ZipSink) => writeBlockZip((function* (): Generator<BlockPayload> {
-      for (const stored of blocks) yield payload(stored);
-    })(), sink, options)
-    : (sink: ZipSink) => writePreparedBlockZip((async function* (): AsyncGenerator<PreparedBlock> {
-      const batches = (function* (): Generator<StoredBlock[]> {
-        for (let at = 0; at < blocks.length; at += blockBatchCountMax) yield blocks.slice(at, at + blockBatchCountMax);
-      })();
-      for await (const batch of pipelined(batches, (list) => prepare(list.map(payload), host.compressionLevel))) yield* batch;
-    })(), sink, options);
+  // JS thread, and FUSE with it, for seconds).
+  const read = (batch: readonly StoredBlock[]): BlockPayload[] => batch.map((stored) => ({ blockId: stored.location.blockId, data: host.reader.readStored(stored) }));
+  const produce = blockZipProducer(blocks, read, host.prepareBlocks, host.compressionLevel);
   let locations: BlockLocation[] = [];
   let idx: Idx | undefined;
   const seal = keyring === undefined ? undefined : { key: keyring.keys.get(keyring.currentKeyId)!, keyId: keyring.currentKeyId, archiveName: name };
