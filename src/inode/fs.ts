@@ -516,14 +516,17 @@ export class FileSystem {
   /** Reads up to `length` bytes at `offset`; holes read as zeros; short at end of file. */
   read(ino: number, offset: number, length: number): Buffer {
     if (length < 0) throw fsError('EINVAL', `bad read length ${length}`, `inode ${ino}`);
-    const size = this.inode(ino).size;
-    const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, size - offset)));
-    return out.subarray(0, this.readInto(ino, offset, out));
+    const rec = this.inode(ino);
+    const out = Buffer.allocUnsafe(Math.max(0, Math.min(length, rec.size - offset)));
+    return out.subarray(0, this.readFrom(ino, rec, offset, out));
   }
 
   /** Reads up to `out.length` bytes at `offset` into `out`; returns the count (short at end of file). */
   readInto(ino: number, offset: number, out: Buffer): number {
-    const rec = this.inode(ino);
+    return this.readFrom(ino, this.inode(ino), offset, out);
+  }
+
+  private readFrom(ino: number, rec: InodeRecord, offset: number, out: Buffer): number {
     if (isDir(rec.mode)) throw fsError('EISDIR', 'read of a directory', `inode ${ino}`);
     if (offset < 0) throw fsError('EINVAL', `bad read offset ${offset}`, `inode ${ino}`);
     const end = Math.min(offset + out.length, rec.size);
