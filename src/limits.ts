@@ -30,6 +30,11 @@ export const treeDepthMax = 2048;
 export const cacheSizeBytesDefault = 64 * 1024 * 1024;
 /** Smallest block cache size a mount accepts. */
 export const cacheSizeBytesMin = 1024 * 1024;
+/**
+ * Chunks of 256 block places (1 MiB of file data each, about 2.6 KiB of memory) the place cache
+ * keeps: 4,096 chunks describe 4 GiB of files in about 11 MiB.
+ */
+export const placeCacheChunkCountMax = 4096;
 /** Dirty data older than this is written back by the timer. */
 export const writebackDelayMsDefault = 1000;
 /** LMDB map size (virtual address space reserved; the file grows as needed). */

@@ -23,6 +23,7 @@ export class Btree {
   readonly path: string;
   private readonly root: RootDatabase<Buffer, Buffer>;
   private readonly tables: Map<TableName, Table>;
+  private transactionDepth = 0;
 
   private constructor(path: string, root: RootDatabase<Buffer, Buffer>, tables: Map<TableName, Table>) {
     this.path = path;
@@ -64,11 +65,19 @@ export class Btree {
 
   /** Runs `action` in one write transaction and commits it (visible at once, durable at sync()). */
   transaction<T>(action: () => T): T {
+    this.transactionDepth++;
     try {
       return this.root.transactionSync(action);
     } catch (e) {
       throw spaceError(e, 'LMDB commit failed', this.path) ?? e;
+    } finally {
+      this.transactionDepth--;
     }
+  }
+
+  /** True inside transaction(): reads then see writes that may still roll back. */
+  get inTransaction(): boolean {
+    return this.transactionDepth > 0;
   }
 
   /** Makes every committed transaction durable (fsync of the LMDB files). */

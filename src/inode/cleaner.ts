@@ -39,6 +39,7 @@ export async function cleanSegments(store: Store, policy: VictimPolicy = {}): Pr
         const value = pointsAt(move.ino, move.blockIndex, move.from.segment, move.from.offset);
         if (value === undefined) continue; // rewritten meanwhile: the copy is garbage for a later pass
         const ptr = decodeBlockPointer(value, `block ${move.ino}:${move.blockIndex}`);
+        store.places.forget(move.ino, move.blockIndex);
         blockmap.putSync(blockKey(move.ino, move.blockIndex), encodeBlockPointer({ ...ptr, segment: move.to.segment, offset: move.to.offset }));
         store.usageRelease(move.from.segment, move.from.lengthBytes);
         store.usageAdd(move.to.segment, move.to.lengthBytes);

@@ -531,9 +531,6 @@ export class FileSystem {
     if (offset < 0) throw fsError('EINVAL', `bad read offset ${offset}`, `inode ${ino}`);
     const end = Math.min(offset + out.length, rec.size);
     if (end <= offset) return 0;
-    const lastBlock = Math.floor((end - 1) / blockSizeBytes);
-    // Block pointers are looked up from the first block the cache misses, with one range scan.
-    let pointers: Map<number, BlockPlace> | undefined;
     const direct = new DirectRun();
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
@@ -546,8 +543,7 @@ export class FileSystem {
         out.set(count === blockSizeBytes ? cached.data : cached.data.subarray(within, within + count), at);
         continue;
       }
-      pointers ??= blockIndex < lastBlock ? this.pointerRange(ino, blockIndex, lastBlock) : undefined;
-      const ptr = pointers === undefined ? this.pointerOf(ino, blockIndex) : pointers.get(blockIndex);
+      const ptr = this.store.places.get(ino, blockIndex);
       if (ptr === undefined) {
         out.fill(0, at, at + count);
       } else if (count === blockSizeBytes && ptr.kind === blockPointerKind.segment) {
@@ -764,6 +760,7 @@ export class FileSystem {
         if (ptr.kind === blockPointerKind.segment) this.store.usageAdd(ptr.segment, ptr.lengthBytes);
         added++;
       }
+      this.store.places.forgetFrom(ino);
       this.blockCountAdd(ino, added);
       rec.size = sizeBytes;
       rec.mtimeNs = mtimeNs;
@@ -1045,22 +1042,6 @@ export class FileSystem {
 
   // ---------------------------------------------------------------- internals: blocks
 
-  /** The block places of `ino` in [firstBlock, lastBlock], by block index (one range scan). */
-  private pointerRange(ino: number, firstBlock: number, lastBlock: number): Map<number, BlockPlace> {
-    const places = new Map<number, BlockPlace>();
-    const range = { start: blockKey(ino, firstBlock), end: blockKey(ino, lastBlock + 1) };
-    for (const { key, value } of this.store.btree.table('blockmap').getRange(range)) {
-      const blockIndex = blockKeyIndex(key);
-      places.set(blockIndex, decodeBlockPlace(value, ino, blockIndex));
-    }
-    return places;
-  }
-
-  private pointerOf(ino: number, blockIndex: number): BlockPlace | undefined {
-    const value = this.store.btree.table('blockmap').get(blockKey(ino, blockIndex));
-    return value === undefined ? undefined : decodeBlockPlace(value, ino, blockIndex);
-  }
-
   /**
    * Reads the records of `run` (back to back in one segment) into their targets with one scatter
    * read, zero-filling past short payloads, and empties the run. While the cache has free room the
@@ -1102,7 +1083,7 @@ export class FileSystem {
    * it back), or undefined for a hole.
    */
   private loadBlock(ino: number, blockIndex: number): Buffer | undefined {
-    const ptr = this.pointerOf(ino, blockIndex);
+    const ptr = this.store.places.get(ino, blockIndex);
     return ptr === undefined ? undefined : this.loadPointer(ino, blockIndex, ptr);
   }
 
@@ -1151,6 +1132,7 @@ export class FileSystem {
    */
   private putBlock(ino: number, blockIndex: number, loc: { segment: number; offset: number; lengthBytes: number }, fresh = false): number {
     const replaced = fresh ? 0 : this.removeBlock(ino, blockIndex);
+    this.store.places.forget(ino, blockIndex);
     const ptr: BlockPointer = { kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset, blockId: blockIdUnknown };
     this.store.btree.table('blockmap').putSync(blockKey(ino, blockIndex), encodeBlockPointer(ptr));
     this.store.usageAdd(loc.segment, loc.lengthBytes);
@@ -1165,6 +1147,7 @@ export class FileSystem {
     if (old === undefined) return 0;
     const ptr = decodeBlockPlace(old, ino, blockIndex);
     if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);
+    this.store.places.forget(ino, blockIndex);
     table.removeSync(key);
     return 1;
   }
@@ -1173,6 +1156,7 @@ export class FileSystem {
   private freeBlocks(ino: number, fromBlockIndex: number): number {
     const table = this.store.btree.table('blockmap');
     const entries = [...table.getRange(inoPrefixRange(ino, fromBlockIndex))];
+    this.store.places.forgetFrom(ino, fromBlockIndex);
     for (const { key, value } of entries) {
       const ptr = decodeBlockPlace(value, ino, blockKeyIndex(key));
       if (ptr.kind === blockPointerKind.segment) this.store.usageRelease(ptr.segment, ptr.lengthBytes);

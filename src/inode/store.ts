@@ -23,6 +23,7 @@ import { btreeFormatVersion, btreeFormatVersionOldest, inoKey, inoPrefixRange, k
 import { decodeInode, decodeU64, encodeInode, encodeU64 } from '../btree/records.js';
 import { segmentSizeMaxBytesDefault } from '../limits.js';
 import { nowNs, rootIno, S_IFDIR } from './types.js';
+import { PlaceCache } from './place-cache.js';
 
 export interface StoreOptions {
   segmentSizeMaxBytes?: number;
@@ -38,6 +39,8 @@ export class Store {
   private readonly inoCounter: MonotonicCounter;
   private readonly usage: SegmentUsage;
   private readonly lockPath: string | undefined;
+  /** Block places of recently read ranges (place-cache.ts); every block-map writer forgets what it changes. */
+  readonly places: PlaceCache;
   /** The marks last written to LMDB (-1 / '' when unknown), so unchanged ones are not rewritten. */
   private persistedInoNext = -1;
   private persistedHead = '';
@@ -49,6 +52,7 @@ export class Store {
     this.openReport = report;
     this.segmentSizeMaxBytes = segmentSizeMaxBytes;
     this.lockPath = lockPath;
+    this.places = new PlaceCache(btree);
     const meta = btree.table('meta');
     const inoNext = meta.get(Buffer.from(metaKeys.inoNext));
     this.inoCounter = MonotonicCounter.fromMark({ next: inoNext === undefined ? rootIno + 1 : decodeU64(inoNext, 'meta ino-next') }, rootIno + 1);
