@@ -5,7 +5,12 @@
  * record checksum against the record codec's definition. No timings are asserted.
  */
 import { strict as assertEq } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import * as zlib from 'node:zlib';
 import fc from 'fast-check';
 import { blockRecord } from '../src/blocks/index.js';
@@ -165,5 +170,26 @@ describe('recordChecksums', () => {
     assertEq.throws(() => recordChecksums(headers, 0, 32, payloads, 0, 1, 2, new Uint32Array(1)), RangeError);
     assertEq.throws(() => recordChecksums(headers, 0, 32, [Buffer.alloc(1), 'x' as unknown as Uint8Array], 0, 1, 2, out), TypeError);
     recordChecksums(headers, 0, 32, payloads, 0, 1, 0, out);
+  });
+});
+
+describe('addon loading', () => {
+  const compiled = fileURLToPath(new URL('../src/crc32.js', import.meta.url));
+  it('names the missing file and the command that builds it', { skip: !fs.existsSync(compiled) && 'runs from the compiled tree only' }, () => {
+    // A copy of the module in a tree that has native/crc but no build of it.
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'zippy-crc-missing-'));
+    try {
+      fs.writeFileSync(path.join(root, 'package.json'), '{"type":"module"}');
+      fs.mkdirSync(path.join(root, 'native', 'crc'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'native', 'crc', 'binding.gyp'), '{}');
+      fs.mkdirSync(path.join(root, 'src'));
+      for (const name of ['crc32.js', 'errors.js']) fs.copyFileSync(path.join(path.dirname(compiled), name), path.join(root, 'src', name));
+      const script = `import { crc32 } from ${JSON.stringify(path.join(root, 'src', 'crc32.js'))}; crc32(Buffer.from('x'));`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+      assertEq.notEqual(r.status, 0);
+      assertEq.match(r.stderr, /ENOENT: .*native\/crc\/build\/Release\/crc32\.node: CRC-32 addon not built: run `npm run build:native`/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });
