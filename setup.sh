@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command that sets zippy-fs up on a fresh Debian 12 machine (run as root, or with sudo
 # available): installs the Debian packages it needs (only those missing), the npm packages
-# (npm ci), builds the patched FUSE binding and the TypeScript, and links the commands.
+# (npm ci), builds the native addons (the patched FUSE binding, CRC-32) and the TypeScript, and
+# links the commands.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -18,7 +18,7 @@
  * stores what it is given. decode() checks magic, version, kind, reserved bits, length and
  * checksum before it trusts any field, and never reads outside the buffer it is given.
  */
-import { crc32 } from 'node:zlib';
+import { crc32, recordChecksums } from '../crc32.js';
 import { assert, corrupt } from '../errors.js';
 import { blockSizeBytes } from '../limits.js';
 
@@ -69,7 +69,8 @@ export const payloadLengthMaxBytes = blockSizeBytes;
 /** Largest record on disk. */
 export const recordSizeMaxBytes = headerSizeBytes + payloadLengthMaxBytes;
 
-const zeroCrcField = Buffer.alloc(crcSizeBytes);
+/** One checksum, for the single-record path that uses recordChecksums. */
+const oneChecksum = new Uint32Array(1);
 const u32Span = 2 ** 32;
 /** Largest high half of a u64 that keeps the value below 2^53. */
 const u53HighMax = 2 ** 21 - 1;
@@ -102,6 +103,16 @@ export function encode(target: Buffer, at: number, ino: number, blockIndex: numb
  * included; the payload follows it on disk but need not follow it in memory (gather writes).
  */
 export function encodeHeader(target: Buffer, at: number, ino: number, blockIndex: number, payload: Uint8Array): void {
+  encodeHeaderUnsealed(target, at, ino, blockIndex, payload);
+  // The crc field is zero at this point: the checksum is the header's CRC continued over the payload.
+  target.writeUInt32LE(crc32(payload, crc32(target.subarray(at, at + headerSizeBytes))), at + crcOffset);
+}
+
+/**
+ * Like encodeHeader, but leaves the crc field zero: sealHeaders() fills it, for a whole batch of
+ * headers with one native call. A header must not reach the disk unsealed.
+ */
+export function encodeHeaderUnsealed(target: Buffer, at: number, ino: number, blockIndex: number, payload: Uint8Array): void {
   const length = payload.length;
   // One cheap test on the hot path; the precise assertion messages are built only on failure.
   if (!(length >= payloadLengthMinBytes && length <= payloadLengthMaxBytes && Number.isSafeInteger(ino) && ino >= 0
@@ -116,8 +127,29 @@ export function encodeHeader(target: Buffer, at: number, ino: number, blockIndex
   target.writeUInt32LE(0, at + crcOffset);
   writeU53(target, at + inoOffset, ino);
   writeU53(target, at + blockIndexOffset, blockIndex);
-  // The crc field is zero at this point: the checksum is the header's CRC continued over the payload.
-  target.writeUInt32LE(crc32(payload, crc32(target.subarray(at, at + headerSizeBytes))), at + crcOffset);
+}
+
+/**
+ * Writes the checksums of `count` records whose headers lie back to back from `headers[at]`
+ * (written by encodeHeaderUnsealed or encodeHeader) and whose payloads are
+ * payloads[payloadFirst + i * payloadStep], with one native call. `scratch` holds at least
+ * `count` values.
+ */
+export function sealHeaders(headers: Buffer, at: number, count: number, payloads: readonly Uint8Array[], payloadFirst: number,
+  payloadStep: number, scratch: Uint32Array): void {
+  recordChecksums(headers, at, headerSizeBytes, payloads, payloadFirst, payloadStep, count, scratch);
+  for (let i = 0; i < count; i++) headers.writeUInt32LE(scratch[i]!, at + i * headerSizeBytes + crcOffset);
+}
+
+/**
+ * Computes into `out[0..count)`, with one native call, the checksums that `count` records whose
+ * headers lie back to back from `headers[at]` and whose payloads are
+ * payloads[payloadFirst + i * payloadStep] should store; tryVerifySplit takes them. The
+ * headers are only read.
+ */
+export function computeChecksums(headers: Buffer, at: number, count: number, payloads: readonly Uint8Array[], payloadFirst: number,
+  payloadStep: number, out: Uint32Array): void {
+  recordChecksums(headers, at, headerSizeBytes, payloads, payloadFirst, payloadStep, count, out);
 }
 
 /**
@@ -144,15 +176,19 @@ export function tryDecode(buf: Buffer, at: number): DecodedRecord | string {
 
 /**
  * Verifies a record read by a scatter read: its header at `header[at]` (in a scratch buffer the
- * caller owns: the crc field is zeroed by this check) and its payload, exactly the length the
- * header gives, in `payload`. Returns the owner, or the reason the record is bad.
+ * caller owns: without `computed`, the crc field is zeroed by this check) and its payload,
+ * exactly the length the header gives, in `payload`. `computed`, when given, is the checksum
+ * computeChecksums() computed for this header and payload. Returns the owner, or the reason
+ * the record is bad.
  */
-export function tryVerifySplit(header: Buffer, at: number, payload: Uint8Array): { ino: number; blockIndex: number } | string {
+export function tryVerifySplit(header: Buffer, at: number, payload: Uint8Array, computed?: number): { ino: number; blockIndex: number } | string {
   const fields = tryDecodeHeader(header, at);
   if (typeof fields === 'string') return fields;
   if (fields.payloadLengthBytes !== payload.length) return `record holds ${fields.payloadLengthBytes} payload bytes, location says ${payload.length}`;
-  header.writeUInt32LE(0, at + crcOffset);
-  const computed = crc32(payload, crc32(header.subarray(at, at + headerSizeBytes)));
+  if (computed === undefined) {
+    header.writeUInt32LE(0, at + crcOffset);
+    computed = crc32(payload, crc32(header.subarray(at, at + headerSizeBytes)));
+  }
   if (fields.crc32 !== computed) return checksumMismatch(fields.crc32, computed);
   return { ino: fields.ino, blockIndex: fields.blockIndex };
 }
@@ -205,9 +241,8 @@ export function recordPlace(file: string, fileOffset: number): string {
 
 /** CRC-32 of the header with the crc field taken as zero, followed by the payload. */
 function checksum(buf: Buffer, at: number, sizeBytes: number): number {
-  let crc = crc32(buf.subarray(at, at + crcOffset));
-  crc = crc32(zeroCrcField, crc);
-  return crc32(buf.subarray(at + crcOffset + crcSizeBytes, at + sizeBytes), crc);
+  recordChecksums(buf, at, headerSizeBytes, [buf.subarray(at + headerSizeBytes, at + sizeBytes)], 0, 1, 1, oneChecksum);
+  return oneChecksum[0]!;
 }
 
 function assertEncodeInput(target: Buffer, at: number, ino: number, blockIndex: number, length: number): void {

@@ -15,7 +15,7 @@
  * The header is written in the same write as the first records of the segment, so a torn
  * creation leaves a file whose header does not verify; recovery treats that as torn.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../crc32.js';
 import { assert, corrupt } from '../errors.js';
 import { segmentSizeMaxBytesLimit } from '../limits.js';
 

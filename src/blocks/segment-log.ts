@@ -92,6 +92,8 @@ export class SegmentLog {
   private readonly headerBuffer: Buffer = Buffer.allocUnsafeSlow(segmentHeader.headerSizeBytes + (appendVectorCountMax / 2) * blockRecord.headerSizeBytes);
   /** Record headers of a scatter read (readRunInto). */
   private headerScratch: Buffer = Buffer.alloc(0);
+  /** Checksums of one append flush or one read run, computed by one native call. */
+  private readonly checksumScratch = new Uint32Array(Math.max(appendVectorCountMax / 2, runRecordCountMax));
   private failure: FsError | undefined;
   /** Free bytes of the file system as of the last statfs, minus what was appended since. */
   private freeEstimateBytes = 0;
@@ -231,13 +233,21 @@ export class SegmentLog {
     } catch (e) {
       throw toFsError(e, `read of ${spanBytes} bytes failed`, this.place(first));
     }
+    // The checksums of every record read in full, with one native call; each is then checked in order.
+    let complete = 0;
+    for (let i = start, readBytes = 0; i < end; i++, complete++) {
+      readBytes += blockRecord.size(locs[i]!.lengthBytes);
+      if (got < readBytes) break;
+    }
+    const computed = this.checksumScratch;
+    blockRecord.computeChecksums(headers, 0, complete, vectors, 1, 2, computed);
     let at = 0;
     for (let i = start; i < end; i++) {
       const loc = locs[i]!;
       const sizeBytes = blockRecord.size(loc.lengthBytes);
       if (got < at + sizeBytes) throw corrupt(`short read: ${Math.max(0, got - at)} of ${sizeBytes} bytes (the file ends early)`, this.place(loc));
       const h = (i - start) * blockRecord.headerSizeBytes;
-      const owner = blockRecord.tryVerifySplit(headers, h, vectors[2 * (i - start) + 1]!);
+      const owner = blockRecord.tryVerifySplit(headers, h, vectors[2 * (i - start) + 1]!, computed[i - start]!);
       if (typeof owner === 'string') throw corrupt(owner, this.place(loc));
       if (owner.ino !== inos[i] || owner.blockIndex !== blockIndexes[i]) {
         throw corrupt(`record belongs to ino ${owner.ino} block ${owner.blockIndex}, expected ino ${inos[i]} block ${blockIndexes[i]}`, this.place(loc));
@@ -346,7 +356,8 @@ export class SegmentLog {
   /**
    * Appends the run of records from `first` that land in one segment; returns the index after
    * the run. Gather writes (pwritev): headers are encoded into `headerBuffer`, payloads are
-   * written from the caller's buffers without a copy.
+   * written from the caller's buffers without a copy. The headers of one write are sealed
+   * (checksummed) together, with one native call, just before the write.
    */
   private appendRun(records: readonly BlockRecordInput[], first: number, locations: BlockLocation[], created: number[]): number {
     const segment = this.allocator.segmentFor(blockRecord.size(recordAt(records, first).payload.length));
@@ -356,12 +367,19 @@ export class SegmentLog {
     let fill = 0;
     let vectors: Uint8Array[] = [];
     let vectorBytes = 0;
+    // The record headers not sealed yet start at headers[sealAt] and at vectors[sealVector].
+    let sealAt = 0;
+    let sealVector = 0;
     const flush = (target: number): void => {
+      const count = (fill - sealAt) / blockRecord.headerSizeBytes;
+      if (count > 0) blockRecord.sealHeaders(headers, sealAt, count, vectors, sealVector + 1, 2, this.checksumScratch);
       writevFully(target, vectors, vectorBytes, writeOffset);
       writeOffset += vectorBytes;
       vectors = [];
       vectorBytes = 0;
       fill = 0;
+      sealAt = 0;
+      sealVector = 0;
     };
     let index = first;
     for (; index < records.length; index++) {
@@ -376,6 +394,8 @@ export class SegmentLog {
           fill = segmentHeader.encode(headers, 0, { segment, segmentSizeMaxBytes: this.segmentSizeMaxBytes });
           vectors.push(headers.subarray(0, fill));
           vectorBytes = fill;
+          sealAt = fill;
+          sealVector = vectors.length;
           writeOffset = 0;
         } else {
           fd = this.fdForWrite(segment);
@@ -383,7 +403,7 @@ export class SegmentLog {
         this.dirty.add(segment);
       }
       if (fill + blockRecord.headerSizeBytes > headers.length || vectors.length + 2 > appendVectorCountMax) flush(fd);
-      blockRecord.encodeHeader(headers, fill, record.ino, record.blockIndex, record.payload);
+      blockRecord.encodeHeaderUnsealed(headers, fill, record.ino, record.blockIndex, record.payload);
       vectors.push(headers.subarray(fill, fill + blockRecord.headerSizeBytes), record.payload);
       fill += blockRecord.headerSizeBytes;
       vectorBytes += sizeBytes;

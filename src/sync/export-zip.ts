@@ -13,6 +13,7 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
+import { crc32 } from '../crc32.js';
 import { FsError } from '../errors.js';
 import {
   type TreeEntryRecord, type ZipMethod, dosDateTime, encodeDataDescriptor, encodeEndRecords, encodeTreeCentralHeader,
@@ -112,7 +113,7 @@ export class TreeZipWriter {
       }
     }
     const entry: TreeEntryRecord = {
-      name, method, crc32: zlib.crc32(data), storedSizeBytes: stored.length, sizeBytes: data.length, unixMode,
+      name, method, crc32: crc32(data), storedSizeBytes: stored.length, sizeBytes: data.length, unixMode,
       headerOffset: this.offset, dataDescriptor: false, zip64Local: false, ...mtimeFields(mtimeNs),
     };
     await this.emit(encodeTreeLocalHeader(entry));
@@ -133,7 +134,7 @@ export class TreeZipWriter {
     const chunks = function* (): Generator<Buffer> {
       for (let offset = 0; offset < sizeBytes; offset += streamChunkBytes) {
         const chunk = read(offset, Math.min(streamChunkBytes, sizeBytes - offset));
-        crc = zlib.crc32(chunk, crc);
+        crc = crc32(chunk, crc);
         readBytes += chunk.length;
         yield chunk;
       }

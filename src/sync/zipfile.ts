@@ -31,6 +31,7 @@ import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
 import yauzl from 'yauzl';
+import { crc32 } from '../crc32.js';
 import { FsError } from '../errors.js';
 import { blockSizeBytes, symlinkLengthMaxBytes } from '../limits.js';
 import {
@@ -337,7 +338,7 @@ export function decodeBlockEntry(span: Uint8Array, location: BlockLocation, plac
     }
   }
   if (block.length !== location.sizeBytes) fail(`decoded ${block.length} bytes, expected ${location.sizeBytes}`);
-  const crc = zlib.crc32(block);
+  const crc = crc32(block);
   if (crc !== location.crc32) fail(`crc32 of data 0x${crc.toString(16)}, expected 0x${location.crc32.toString(16)}`);
   return Buffer.from(block);
 }
@@ -541,7 +542,7 @@ class CrcCheck extends Transform {
     super();
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.crc = zlib.crc32(chunk, this.crc);
+    this.crc = crc32(chunk, this.crc);
     callback(null, chunk);
   }
   override _flush(callback: TransformCallback): void {
