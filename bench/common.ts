@@ -116,6 +116,14 @@ export function dropCaches(): boolean {
   return dropCachesAllowed;
 }
 
+/**
+ * Drops the page cache of one file (`dd iflag=nocache count=0`: posix_fadvise DONTNEED over the
+ * whole file). On a mount this drops the mount's pages of that file, not the store's own files.
+ */
+export function dropFileCache(path: string): void {
+  execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none'], { stdio: 'ignore' });
+}
+
 /** Whether dropCaches has worked (undefined before the first call). */
 export function cachesDropped(): boolean | undefined {
   return dropCachesAllowed;

@@ -204,6 +204,7 @@ export class BlockCache {
 
   /** Evicts clean least-recently-used blocks until the cache fits its capacity; returns how many. */
   evictClean(): number {
+    if (this.bytes <= this.capacityBytes) return 0;
     let evicted = 0;
     for (const entry of this.lru) {
       if (this.bytes <= this.capacityBytes) break;
