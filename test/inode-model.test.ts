@@ -4,7 +4,8 @@
  * "crash and reopen" points drop all process state without writing anything back. After a
  * crash: the namespace is exactly the model's (namespace operations commit at once); a file
  * fsynced and not touched since has exactly its fsynced bytes; any other file holds only
- * bytes that were written at that position at some time, or zeros; the checker passes.
+ * bytes that were written at that position at some time, or zeros; the checker passes. Half the
+ * runs send aligned whole-block writes straight to the log (writeDirect) instead of the cache.
  * fast-check prints the seed and the shrunk sequence on failure.
  */
 import { test } from 'node:test';
@@ -21,7 +22,7 @@ type MNode = MFile | MDir | MLink;
 
 type Op =
   | { op: 'create' | 'mkdir' | 'symlink'; dir: number; name: number }
-  | { op: 'write'; file: number; offset: number; length: number }
+  | { op: 'write'; file: number; offset: number; length: number; zero: boolean }
   | { op: 'truncate'; file: number; size: number }
   | { op: 'unlink' | 'rmdir' | 'chmod' | 'setxattr' | 'fsync' | 'read'; path: number; value: number }
   | { op: 'rename' | 'link'; path: number; dir: number; name: number }
@@ -31,7 +32,16 @@ const names = ['a', 'b', 'c', 'd', 'e'];
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ op: fc.constantFrom('create' as const, 'mkdir' as const, 'symlink' as const), dir: fc.nat(), name: fc.nat() }), weight: 6 },
-  { arbitrary: fc.record({ op: fc.constant('write' as const), file: fc.nat(), offset: fc.nat({ max: 14000 }), length: fc.integer({ min: 1, max: 9000 }) }), weight: 8 },
+  {
+    // Some writes are whole aligned blocks (the direct path when the run allows it), some all zeros (holes).
+    arbitrary: fc.record({
+      op: fc.constant('write' as const), file: fc.nat(),
+      offset: fc.oneof(fc.nat({ max: 14000 }), fc.nat({ max: 3 }).map((b) => b * 4096)),
+      length: fc.oneof(fc.integer({ min: 1, max: 9000 }), fc.integer({ min: 1, max: 3 }).map((n) => n * 4096)),
+      zero: fc.nat({ max: 7 }).map((v) => v === 0),
+    }),
+    weight: 8,
+  },
   { arbitrary: fc.record({ op: fc.constant('truncate' as const), file: fc.nat(), size: fc.nat({ max: 20000 }) }), weight: 2 },
   { arbitrary: fc.record({ op: fc.constantFrom('unlink' as const, 'rmdir' as const, 'chmod' as const, 'setxattr' as const, 'fsync' as const, 'read' as const), path: fc.nat(), value: fc.nat() }), weight: 8 },
   { arbitrary: fc.record({ op: fc.constantFrom('rename' as const, 'link' as const), path: fc.nat(), dir: fc.nat(), name: fc.nat() }), weight: 4 },
@@ -114,7 +124,7 @@ function apply(t: TestFs, m: Model, op: Op): void | Promise<void> {
       if (file === undefined) return;
       const node = file.node as MFile;
       const seq = ++m.writeSeq;
-      const data = fill(op.length, seq);
+      const data = op.zero ? Buffer.alloc(op.length) : fill(op.length, seq);
       fs.write(rootCtx, fs.resolve(file.path), op.offset, data);
       const end = op.offset + op.length;
       if (node.data.length < end) node.data = Buffer.concat([node.data, Buffer.alloc(end - node.data.length)]);
@@ -261,8 +271,9 @@ function compareNamespace(t: TestFs, m: Model): void {
 test('random operations agree with the model across crashes', async () => {
   const runs = Number(process.env['ZIPPY_MODEL_RUNS'] ?? 200);
   await fc.assert(
-    fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 40 }), fc.boolean(), async (ops, smallCache) => {
-      const t = openTestFs({ fs: { cacheSizeBytes: smallCache ? 16 * 4096 : 1 << 22 }, store: { segmentSizeMaxBytes: 64 * 1024 } });
+    fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 40 }), fc.boolean(), fc.boolean(), async (ops, smallCache, direct) => {
+      // direct: every aligned write of whole blocks goes straight to the log (writeDirect).
+      const t = openTestFs({ fs: { cacheSizeBytes: smallCache ? 16 * 4096 : 1 << 22, ...(direct ? { directWriteBlockCountMin: 1 } : {}) }, store: { segmentSizeMaxBytes: 64 * 1024 } });
       const m = new Model();
       try {
         for (const op of ops) await apply(t, m, op);

@@ -147,8 +147,8 @@ export class BumpSegmentSpaceAllocator implements SegmentSpaceAllocator {
   private assertRecordSize(sizeBytes: number): void {
     // The hot path is one comparison chain; messages are built only when it fails.
     if (Number.isSafeInteger(sizeBytes) && sizeBytes > 0 && sizeBytes <= this.recordSizeMaxBytes) return;
-    assert(Number.isSafeInteger(sizeBytes), `record size ${sizeBytes} is an integer`);
-    assert(sizeBytes > 0, `record size ${sizeBytes} is positive`);
-    assert(sizeBytes <= this.recordSizeMaxBytes, `record size ${sizeBytes} fits in a segment (max ${this.recordSizeMaxBytes})`);
+    if (!Number.isSafeInteger(sizeBytes)) assert(false, `record size ${sizeBytes} is an integer`);
+    if (!(sizeBytes > 0)) assert(false, `record size ${sizeBytes} is positive`);
+    if (!(sizeBytes <= this.recordSizeMaxBytes)) assert(false, `record size ${sizeBytes} fits in a segment (max ${this.recordSizeMaxBytes})`);
   }
 }

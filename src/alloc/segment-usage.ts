@@ -78,7 +78,7 @@ export class SegmentUsage implements SegmentUsageAccounting {
     assertSegment(segment);
     assertSize(sizeBytes);
     const before = this.live.get(segment) ?? 0;
-    assert(before >= sizeBytes, `release of ${sizeBytes} bytes from segment ${segment} that has only ${before} live bytes`);
+    if (!(before >= sizeBytes)) assert(false, `release of ${sizeBytes} bytes from segment ${segment} that has only ${before} live bytes`);
     const after = before - sizeBytes;
     if (after === 0) this.live.delete(segment);
     else this.live.set(segment, after);
@@ -124,9 +124,9 @@ export class SegmentUsage implements SegmentUsageAccounting {
 }
 
 function assertSegment(segment: number): void {
-  assert(Number.isSafeInteger(segment) && segment >= 0, `segment number ${segment} is a non-negative integer`);
+  if (!(Number.isSafeInteger(segment) && segment >= 0)) assert(false, `segment number ${segment} is a non-negative integer`);
 }
 
 function assertSize(sizeBytes: number): void {
-  assert(Number.isSafeInteger(sizeBytes) && sizeBytes > 0, `byte count ${sizeBytes} is a positive integer`);
+  if (!(Number.isSafeInteger(sizeBytes) && sizeBytes > 0)) assert(false, `byte count ${sizeBytes} is a positive integer`);
 }

@@ -61,7 +61,7 @@ const u64Bytes = 8;
 const u32Bytes = 4;
 
 function writeU64(buf: Buffer, value: number, offset: number): void {
-  assert(Number.isSafeInteger(value) && value >= 0, `u64 key part out of range: ${value}`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `u64 key part out of range: ${value}`);
   buf.writeUInt32BE(Math.floor(value / 2 ** 32), offset);
   buf.writeUInt32BE(value >>> 0, offset + 4);
 }

@@ -58,7 +58,7 @@ export interface InodeRecord {
 
 export function encodeInode(rec: InodeRecord): Buffer {
   const L = inodeRecord;
-  assert(Number.isSafeInteger(rec.blockCount) && rec.blockCount >= 0, `inode block count ${rec.blockCount} is not a count`);
+  if (!(Number.isSafeInteger(rec.blockCount) && rec.blockCount >= 0)) assert(false, `inode block count ${rec.blockCount} is not a count`);
   const buf = Buffer.alloc(L.fixedBytes + rec.target.length);
   buf.writeUInt8(L.version, L.versionOffset);
   buf.writeUInt32BE(rec.mode >>> 0, L.modeOffset);

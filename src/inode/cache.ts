@@ -184,6 +184,14 @@ export class BlockCache {
     this.give(entry.data);
   }
 
+  /** Drops the cached copy of one block, which must be clean (a direct write replaces it). */
+  dropClean(ino: number, blockIndex: number): void {
+    const entry = this.files.get(ino)?.get(blockIndex);
+    if (entry === undefined) return;
+    assert(!entry.dirty, `dropClean of dirty block ${ino}:${blockIndex}`);
+    this.remove(entry);
+  }
+
   /** Drops blocks of `ino` with index ≥ fromBlockIndex, dirty or not (truncate, delete). */
   dropFrom(ino: number, fromBlockIndex: number): void {
     const file = this.files.get(ino);

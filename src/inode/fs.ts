@@ -28,6 +28,8 @@ export interface FileSystemOptions {
   cacheSizeBytes?: number;
   writebackDelayMs?: number;
   readOnly?: boolean;
+  /** Whole blocks from which an aligned write goes straight to the log (default directWriteBlockCountMinDefault). */
+  directWriteBlockCountMin?: number;
 }
 
 /** Source of block bytes that do not live in the local segments (the sync layer's archives). */
@@ -53,8 +55,13 @@ export class FileSystem {
   readonly store: Store;
   readonly cache: BlockCache;
   private readonly readOnly: boolean;
+  private readonly directWriteBlockCountMin: number;
   /** Latest attributes of files with writes not yet committed (size, times, mode). */
   private readonly pending = new Map<number, InodeRecord>();
+  /** Blocks written straight to the log whose block-map entries are not committed yet (writeDirect). */
+  private readonly pendingPlaces = new Map<number, PendingPlaces>();
+  /** Entries of all pendingPlaces maps. */
+  private pendingPlaceCount = 0;
   private readonly openCounts = new Map<number, number>();
   /** When each open file was last written (cleared by fsync and by its last release). */
   private readonly lastWriteMs = new Map<number, number>();
@@ -80,6 +87,8 @@ export class FileSystem {
     this.store = store;
     this.cache = new BlockCache(options.cacheSizeBytes ?? cacheSizeBytesDefault);
     this.readOnly = options.readOnly ?? false;
+    this.directWriteBlockCountMin = options.directWriteBlockCountMin ?? directWriteBlockCountMinDefault;
+    assert(this.directWriteBlockCountMin >= 1, `directWriteBlockCountMin ${this.directWriteBlockCountMin} is at least 1`);
     const delayMs = options.writebackDelayMs ?? writebackDelayMsDefault;
     if (!this.readOnly) this.freeOrphans();
     if (delayMs > 0 && !this.readOnly) {
@@ -532,6 +541,7 @@ export class FileSystem {
     const end = Math.min(offset + out.length, rec.size);
     if (end <= offset) return 0;
     const direct = new DirectRun();
+    const pending = this.pendingPlaces.get(ino);
     for (let pos = offset; pos < end; ) {
       const blockIndex = Math.floor(pos / blockSizeBytes);
       const within = pos - blockIndex * blockSizeBytes;
@@ -543,7 +553,7 @@ export class FileSystem {
         out.set(count === blockSizeBytes ? cached.data : cached.data.subarray(within, within + count), at);
         continue;
       }
-      const ptr = this.store.places.get(ino, blockIndex);
+      const ptr = pending?.places.has(blockIndex) ? placeOfPending(pending.places.get(blockIndex)!) : this.store.places.get(ino, blockIndex);
       if (ptr === undefined) {
         out.fill(0, at, at + count);
       } else if (count === blockSizeBytes && ptr.kind === blockPointerKind.segment) {
@@ -565,10 +575,20 @@ export class FileSystem {
   /** Writes `data` at `offset` into the cache; returns the byte count. Durable after fsync. */
   write(ctx: Ctx, ino: number, offset: number, data: Buffer): number {
     this.writable();
+    const wholeBlockCount = offset % blockSizeBytes === 0 ? Math.floor(data.length / blockSizeBytes) : 0;
+    const direct = wholeBlockCount >= this.directWriteBlockCountMin && !this.cache.hasDirty(ino);
+    // A file is written either through the cache or straight to the log, never both at once.
+    // (Before taking the pending record: the write-back ends it.)
+    if (!direct && this.pendingPlaces.has(ino)) this.writeBackFiles([ino]);
     const rec = this.pendingInode(ino);
     if (!isReg(rec.mode)) throw fsError(isDir(rec.mode) ? 'EISDIR' : 'EINVAL', 'write to a non-regular file', `inode ${ino}`);
     const end = offset + data.length;
     if (offset < 0 || end > fileSizeMaxBytes) throw fsError('EFBIG', `write to ${end} beyond ${fileSizeMaxBytes}`, `inode ${ino}`);
+    if (direct) {
+      const directBytes = wholeBlockCount * blockSizeBytes;
+      this.writeDirect(ctx, ino, rec, offset, data.subarray(0, directBytes));
+      return directBytes === data.length ? data.length : directBytes + this.write(ctx, ino, offset + directBytes, data.subarray(directBytes));
+    }
     // Whole-block writes skip reading the block, so whether the map holds it is asked once per
     // call, for the whole range (an append to a new file finds nothing there).
     let stored: ReadonlySet<number> | undefined;
@@ -591,9 +611,56 @@ export class FileSystem {
     return data.length;
   }
 
+  /**
+   * Writes whole blocks at a block-aligned `offset` of a file with no dirty cached blocks straight
+   * from `data` to the log: no copy into the cache, no cache bookkeeping. Their places wait in
+   * `pendingPlaces` (reads look there first) and reach the block map at write-back, in one
+   * transaction with the file's size, like dirty cached blocks: at flush, fsync, release, the
+   * timer, or once the file has directPendingBlockCountMax of them. Cached clean copies of those
+   * blocks are dropped; all-zero blocks become holes.
+   */
+  private writeDirect(ctx: Ctx, ino: number, rec: InodeRecord, offset: number, data: Buffer): void {
+    const first = offset / blockSizeBytes;
+    const count = data.length / blockSizeBytes;
+    const writes: BlockRecordInput[] = [];
+    for (let i = 0; i < count; i++) {
+      const payload = data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
+      this.cache.dropClean(ino, first + i);
+      if (!isZero(payload)) writes.push({ ino, blockIndex: first + i, payload });
+    }
+    const locations = this.appendBlocks(writes);
+    assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
+    let pending = this.pendingPlaces.get(ino);
+    if (pending === undefined) this.pendingPlaces.set(ino, (pending = { places: new Map(), newCount: 0, committedSlots: Math.ceil(this.committedSize(ino) / blockSizeBytes) }));
+    let w = 0;
+    for (let i = 0; i < count; i++) {
+      const blockIndex = first + i;
+      const loc = w < writes.length && writes[w]!.blockIndex === blockIndex ? locations[w++]! : null;
+      const before = pending.places.get(blockIndex);
+      if (before === undefined) this.pendingPlaceCount++;
+      // st_blocks counts a pending data block that the block map does not hold yet.
+      const held = blockIndex < pending.committedSlots && this.store.places.get(ino, blockIndex) !== undefined;
+      if (!held) pending.newCount += (loc === null ? 0 : 1) - (before === undefined || before === null ? 0 : 1);
+      pending.places.set(blockIndex, loc);
+    }
+    const end = offset + data.length;
+    if (end > rec.size) rec.size = end;
+    rec.mtimeNs = rec.ctimeNs = nowNs();
+    if (ctx.uid !== 0) rec.mode = clearSetId(rec.mode);
+    if (this.openCounts.has(ino)) this.lastWriteMs.set(ino, Date.now());
+    if (this.pendingPlaceCount >= pendingPlaceCountMax) this.writeBackAll();
+    else if (pending.places.size >= directPendingBlockCountMax) this.writeBackFiles([ino]);
+  }
+
+  /** The size of `ino` as committed in the block map's transaction order (0 when it has no record). */
+  private committedSize(ino: number): number {
+    const value = this.store.btree.table('inode').get(inoKey(ino));
+    return value === undefined ? 0 : decodeInode(value, `inode ${ino}`).size;
+  }
+
   /** True while `ino` has data or attributes in memory that are not written back yet. */
   hasUnwrittenChanges(ino: number): boolean {
-    return this.cache.hasDirty(ino) || this.pending.has(ino);
+    return this.cache.hasDirty(ino) || this.pending.has(ino) || this.pendingPlaces.has(ino);
   }
 
   /**
@@ -632,13 +699,14 @@ export class FileSystem {
     // returning) and, index for index, their cache entries.
     const writes: BlockRecordInput[] = [];
     const written: CacheEntry[] = [];
-    const files: { ino: number; entries: CacheEntry[]; rec: InodeRecord | undefined; writes: number[]; holes: CacheEntry[] }[] = [];
+    const files: { ino: number; entries: CacheEntry[]; rec: InodeRecord | undefined; writes: number[]; holes: CacheEntry[]; places: PendingPlaces | undefined }[] = [];
     for (const ino of inos) {
       const entries = this.cache.dirtyOf(ino);
       const rec = this.pending.get(ino);
-      if (entries.length === 0 && rec === undefined) continue;
+      const places = this.pendingPlaces.get(ino);
+      if (entries.length === 0 && rec === undefined && places === undefined) continue;
       const size = rec?.size ?? this.inode(ino).size;
-      const file = { ino, entries, rec, writes: [] as number[], holes: [] as CacheEntry[] };
+      const file = { ino, entries, rec, writes: [] as number[], holes: [] as CacheEntry[], places };
       for (const entry of entries) {
         const validBytes = Math.min(blockSizeBytes, size - entry.blockIndex * blockSizeBytes);
         if (validBytes <= 0) continue;
@@ -657,12 +725,17 @@ export class FileSystem {
     const locations = this.appendBlocks(writes);
     assert(locations.length === writes.length, `log returned ${locations.length} locations for ${writes.length} blocks`);
     this.commit(() => {
-      for (const { ino, rec, writes: indexes, holes } of files) {
+      for (const { ino, rec, writes: indexes, holes, places } of files) {
         const value = this.store.btree.table('inode').get(inoKey(ino));
         if (value === undefined) continue; // freed meanwhile: nothing to keep
         // No block is stored at or past the committed size (truncate frees them): blocks there are new.
         const slotsBelowSize = Math.ceil(decodeInode(value, `inode ${ino}`).size / blockSizeBytes);
         let added = 0;
+        // Blocks already in the log first: a file has either these or dirty cached blocks.
+        for (const [blockIndex, loc] of places?.places ?? []) {
+          if (loc === null) added -= this.removeBlock(ino, blockIndex);
+          else added += this.putBlock(ino, blockIndex, loc, blockIndex >= slotsBelowSize);
+        }
         for (const i of indexes) {
           const blockIndex = writes[i]!.blockIndex;
           added += this.putBlock(ino, blockIndex, locations[i]!, blockIndex >= slotsBelowSize);
@@ -680,6 +753,7 @@ export class FileSystem {
       for (const hole of holes) this.cache.setStored(hole, false);
       for (const entry of entries) this.cache.markClean(entry);
       this.pending.delete(ino);
+      this.dropPendingPlaces(ino);
     }
   }
 
@@ -697,10 +771,18 @@ export class FileSystem {
     return locations;
   }
 
+  /** Forgets the pending places of `ino` (committed, or the file is gone). */
+  private dropPendingPlaces(ino: number): void {
+    const pending = this.pendingPlaces.get(ino);
+    if (pending === undefined) return;
+    this.pendingPlaceCount -= pending.places.size;
+    this.pendingPlaces.delete(ino);
+  }
+
   /** Writes back every dirty file (no fsync). */
   writeBackAll(): void {
     this.closedDirty.clear();
-    const inos = new Set([...this.cache.dirtyFiles(), ...this.pending.keys()]);
+    const inos = new Set([...this.cache.dirtyFiles(), ...this.pending.keys(), ...this.pendingPlaces.keys()]);
     if (inos.size > 0) this.writeBackFiles([...inos]);
   }
 
@@ -796,7 +878,7 @@ export class FileSystem {
 
   /** Attributes of `ino` whose record is `rec`, with its dirty blocks not yet in the block map. */
   private attrOf(ino: number, rec: InodeRecord): Attr {
-    return toAttr(ino, rec, this.cache.newDirtyCountOf(ino));
+    return toAttr(ino, rec, this.cache.newDirtyCountOf(ino) + (this.pendingPlaces.get(ino)?.newCount ?? 0));
   }
 
   /** The block count in the stored record of `ino` (0 when it has none yet); `value`: that record when already read. */
@@ -1027,6 +1109,7 @@ export class FileSystem {
     this.store.btree.table('inode').removeSync(inoKey(ino));
     this.store.btree.table('orphan').removeSync(inoKey(ino));
     this.pending.delete(ino);
+    this.dropPendingPlaces(ino);
     this.cache.dropFrom(ino, 0);
     this.notify(ino);
   }
@@ -1255,6 +1338,31 @@ class DirectRun {
     this.blockIndexes = [];
     this.targets = [];
   }
+}
+
+/**
+ * Whole blocks from which a block-aligned write to a file with no dirty cached blocks goes
+ * straight to the log (writeDirect), by default: 64 KiB. Smaller writes gather in the cache and reach the
+ * log in batches.
+ */
+const directWriteBlockCountMinDefault = 16;
+/** Pending places after which a file's direct writes are written back (8 MiB of blocks: one transaction each). */
+const directPendingBlockCountMax = 2048;
+/** Pending places of all files after which everything is written back. */
+const pendingPlaceCountMax = 16_384;
+
+/** A file's blocks written by writeDirect whose block-map entries are not committed yet. */
+interface PendingPlaces {
+  /** Block index → its record in the log, or null for a block of zeros (a hole). */
+  readonly places: Map<number, BlockLocation | null>;
+  /** Pending data blocks the block map does not hold (st_blocks counts them already). */
+  newCount: number;
+  /** Blocks below the committed size when the first of these was written (only those can be held). */
+  readonly committedSlots: number;
+}
+
+function placeOfPending(loc: BlockLocation | null): BlockPlace | undefined {
+  return loc === null ? undefined : { kind: blockPointerKind.segment, lengthBytes: loc.lengthBytes, segment: loc.segment, offset: loc.offset };
 }
 
 /** A file closed with dirty data is written back within this delay... */
