@@ -32,12 +32,17 @@ export interface CacheEntry {
    * that is not stored will add a block map entry at write-back: st_blocks counts it already.
    */
   stored: boolean;
+  /** Used since eviction last passed it (second chance). */
+  used: boolean;
 }
 
 export class BlockCache {
   readonly capacityBytes: number;
   private readonly files = new Map<number, Map<number, CacheEntry>>();
-  /** Least recently used first. */
+  /**
+   * Eviction order (second chance, a cheap LRU): oldest first. A hit only sets `used`; eviction
+   * moves a used entry to the end once instead of dropping it.
+   */
   private readonly lru = new Set<CacheEntry>();
   private readonly dirtyByFile = new Map<number, Set<CacheEntry>>();
   /** Per file: dirty entries that are not stored (absent key: 0). */
@@ -79,13 +84,10 @@ export class BlockCache {
     if (this.spare.length < spareCountMax && data.length === blockSizeBytes) this.spare.push(data);
   }
 
-  /** The cached block, marked most recently used, or undefined. */
+  /** The cached block, marked used, or undefined. */
   get(ino: number, blockIndex: number): CacheEntry | undefined {
     const entry = this.files.get(ino)?.get(blockIndex);
-    if (entry !== undefined) {
-      this.lru.delete(entry);
-      this.lru.add(entry);
-    }
+    if (entry !== undefined) entry.used = true;
     return entry;
   }
 
@@ -96,7 +98,7 @@ export class BlockCache {
 
   /** Inserts (or replaces) a block; `data` must be exactly one block; `stored`: the block map holds it. Does not evict. */
   put(ino: number, blockIndex: number, data: Buffer, dirty: boolean, stored: boolean): CacheEntry {
-    assert(data.length === blockSizeBytes, `cache block of ${data.length} bytes`);
+    if (data.length !== blockSizeBytes) assert(false, `cache block of ${data.length} bytes`);
     let file = this.files.get(ino);
     if (file === undefined) {
       file = new Map();
@@ -104,7 +106,7 @@ export class BlockCache {
     }
     const old = file.get(blockIndex);
     if (old !== undefined) this.remove(old);
-    const entry: CacheEntry = { ino, blockIndex, data, dirty: false, stored };
+    const entry: CacheEntry = { ino, blockIndex, data, dirty: false, stored, used: false };
     file.set(blockIndex, entry);
     this.lru.add(entry);
     if (dirty) this.markDirty(entry);
@@ -210,13 +212,23 @@ export class BlockCache {
     }
   }
 
-  /** Evicts clean least-recently-used blocks until the cache fits its capacity; returns how many. */
+  /**
+   * Evicts clean blocks, oldest first, until the cache fits its capacity; a block used since the
+   * last pass gets a second chance (moved to the end, visited again at most once). Returns how
+   * many were evicted.
+   */
   evictClean(): number {
     if (this.bytes <= this.capacityBytes) return 0;
     let evicted = 0;
     for (const entry of this.lru) {
       if (this.bytes <= this.capacityBytes) break;
       if (entry.dirty) continue;
+      if (entry.used) {
+        entry.used = false;
+        this.lru.delete(entry);
+        this.lru.add(entry);
+        continue;
+      }
       this.remove(entry);
       evicted++;
     }
