@@ -553,7 +553,8 @@ export class FileSystem {
         out.set(count === blockSizeBytes ? cached.data : cached.data.subarray(within, within + count), at);
         continue;
       }
-      const ptr = pending?.places.has(blockIndex) ? placeOfPending(pending.places.get(blockIndex)!) : this.store.places.get(ino, blockIndex);
+      const pendingLoc = pending?.places.get(blockIndex);
+      const ptr = pendingLoc !== undefined ? placeOfPending(pendingLoc) : this.store.places.get(ino, blockIndex);
       if (ptr === undefined) {
         out.fill(0, at, at + count);
       } else if (count === blockSizeBytes && ptr.kind === blockPointerKind.segment) {
@@ -572,7 +573,10 @@ export class FileSystem {
     return end - offset;
   }
 
-  /** Writes `data` at `offset` into the cache; returns the byte count. Durable after fsync. */
+  /**
+   * Writes `data` at `offset` into the cache, or its whole blocks straight to the log when the
+   * write is large and aligned (writeDirect); returns the byte count. Durable after fsync.
+   */
   write(ctx: Ctx, ino: number, offset: number, data: Buffer): number {
     this.writable();
     const wholeBlockCount = offset % blockSizeBytes === 0 ? Math.floor(data.length / blockSizeBytes) : 0;
@@ -1342,8 +1346,8 @@ class DirectRun {
 
 /**
  * Whole blocks from which a block-aligned write to a file with no dirty cached blocks goes
- * straight to the log (writeDirect), by default: 64 KiB. Smaller writes gather in the cache and reach the
- * log in batches.
+ * straight to the log (writeDirect), by default: 64 KiB. Smaller writes gather in the cache and
+ * reach the log in batches.
  */
 const directWriteBlockCountMinDefault = 16;
 /** Pending places after which a file's direct writes are written back (8 MiB of blocks: one transaction each). */
