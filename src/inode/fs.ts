@@ -171,6 +171,12 @@ export class FileSystem {
     return this.attrOf(ino, this.inode(ino));
   }
 
+  /** Attributes of inode `ino` as getattr gives them, or undefined when it does not exist. */
+  getattrOrUndefined(ino: number): Attr | undefined {
+    const rec = this.inodeOrUndefined(ino);
+    return rec === undefined ? undefined : this.attrOf(ino, rec);
+  }
+
   /** Entries of directory `ino`, without "." and "..". */
   readdir(ino: number): DirEntry[] {
     this.requireDir(ino);
@@ -545,7 +551,9 @@ export class FileSystem {
     this.openCounts.delete(ino);
     this.lastWriteMs.delete(ino);
     if (this.readOnly) return;
-    const rec = this.inodeOrUndefined(ino);
+    // Only nlink is needed: a pending record carries the current one (putInode keeps it), so a
+    // file closed after writing skips the LMDB read.
+    const rec = this.pending.get(ino) ?? this.inodeOrUndefined(ino);
     if (rec !== undefined && rec.nlink === 0) {
       this.commit(() => this.freeInode(ino));
     } else if (this.cache.dirtyOf(ino).length > 0 || this.pending.has(ino)) {
