@@ -85,6 +85,18 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
     cb(0, value);
   };
   const status = (what: string, target: number, cb: (result: number) => void, fn: () => void): void => run(what, target, cb, fn);
+  /** As run, for a call whose ordinary "not there" answer is undefined: that becomes `missing` (a negative errno). */
+  const runOr = <T>(what: string, target: number, cb: (result: number, value?: T) => void, missing: number, fn: () => T | undefined): void => {
+    let value: T | undefined;
+    try {
+      value = fn();
+    } catch (e) {
+      cb(toErrno(e, `${what} ino ${target}`, log));
+      return;
+    }
+    if (value === undefined) cb(missing);
+    else cb(0, value);
+  };
   const stat = (attr: Attr): Stat => toStat(attr, owner);
 
   const dirs = new Map<number, DirListing>();
@@ -128,18 +140,11 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
 
   return {
     // A missing name (every create starts with one) and a missing xattr (the kernel asks for
-    // security.capability at every write(2)) are answered without building an error.
-    lookup: (_c, parent, name, cb) => {
-      let attr: Attr | undefined;
-      try {
-        attr = fs.lookupOrUndefined(parent, name);
-      } catch (e) {
-        cb(toErrno(e, `lookup ino ${parent}`, log));
-        return;
-      }
-      if (attr === undefined) cb(-errnoOf.ENOENT);
-      else cb(0, stat(attr));
-    },
+    // security.capability at the first write(2) to each file) are answered without building an error.
+    lookup: (_c, parent, name, cb) => runOr('lookup', parent, cb, -errnoOf.ENOENT, () => {
+      const attr = fs.lookupOrUndefined(parent, name);
+      return attr === undefined ? undefined : stat(attr);
+    }),
     getattr: (_c, ino, _fh, cb) => run('getattr', ino, cb, () => stat(fs.getattr(ino))),
     setattr: (c, ino, _fh, attr, cb) => run('setattr', ino, cb, () => stat(setattr(toCtx(c), ino, attr))),
     access: (c, ino, mask, cb) => status('access', ino, cb, () => checkAccess(toCtx(c), fs.getattr(ino), mask)),
@@ -237,17 +242,7 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
     symlink: (c, target, parent, name, cb) => run('symlink', parent, cb, () => stat(fs.symlink(toCtx(c), parent, name, target))),
     readlink: (_c, ino, cb) => run('readlink', ino, cb, () => fs.readlink(ino)),
     setxattr: (_c, ino, name, value, flags, cb) => status('setxattr', ino, cb, () => fs.setxattr(ino, name, value, flags)),
-    getxattr: (_c, ino, name, cb) => {
-      let value: Buffer | undefined;
-      try {
-        value = fs.getxattrOrUndefined(ino, name);
-      } catch (e) {
-        cb(toErrno(e, `getxattr ino ${ino}`, log));
-        return;
-      }
-      if (value === undefined) cb(-errnoOf.ENODATA);
-      else cb(0, value);
-    },
+    getxattr: (_c, ino, name, cb) => runOr('getxattr', ino, cb, -errnoOf.ENODATA, () => fs.getxattrOrUndefined(ino, name)),
     listxattr: (_c, ino, cb) => run('listxattr', ino, cb, () => fs.listxattr(ino)),
     removexattr: (_c, ino, name, cb) => status('removexattr', ino, cb, () => fs.removexattr(ino, name)),
   };
