@@ -48,6 +48,8 @@ assert(cacheSizeBytesDefault >= cacheSizeBytesMin, 'default cache at least the m
 assert(nameLengthMaxBytes < pathLengthMaxBytes, 'a name fits in a path');
 /** Entries in the inode layer's path → inode cache; it is cleared when full (a new working set refills it). */
 export const pathCacheEntryCountMax = 65_536;
+/** Inodes the inode layer remembers as having no extended attributes; the set is cleared when full. */
+export const noXattrInodeCountMax = 131_072;
 
 /**
  * V8 flags of the zippy-fs mount process (bin/zippy-fs.js's shebang says the same; the detached

@@ -262,6 +262,37 @@ test('extended attributes with create/replace flags', () =>
     assert.equal([...t.store.btree.table('xattr').getKeys({})].length, 0);
   }));
 
+test('xattr answers of inodes remembered without xattrs follow every change', () =>
+  withFs(async (t) => {
+    // Created here: remembered without xattrs. Read after a reopen: learned from a miss.
+    const f = t.fs.create(rootCtx, rootIno, 'f', 0o644);
+    assert.equal(t.fs.getxattrOrUndefined(f.attr.ino, 'security.capability'), undefined);
+    assert.deepEqual(t.fs.listxattr(f.attr.ino), []);
+    assert.equal(code(() => t.fs.setxattr(f.attr.ino, 'user.a', Buffer.from('1'), XATTR_REPLACE)), 'ENODATA');
+    assert.equal(t.fs.getxattrOrUndefined(f.attr.ino, 'user.a'), undefined);
+    t.fs.setxattr(f.attr.ino, 'user.a', Buffer.from('1'), 0);
+    assert.equal(t.fs.getxattr(f.attr.ino, 'user.a').toString(), '1');
+    assert.deepEqual(t.fs.listxattr(f.attr.ino), ['user.a']);
+    t.fs.removexattr(f.attr.ino, 'user.a');
+    assert.deepEqual(t.fs.listxattr(f.attr.ino), []);
+    t.fs.setxattr(f.attr.ino, 'user.b', Buffer.from('2'), 0);
+    assert.equal(t.fs.getxattr(f.attr.ino, 'user.b').toString(), '2');
+    t.fs.release(f.fh);
+    const g = t.fs.mknod(rootCtx, rootIno, 'g', S_IFREG | 0o644);
+    await t.reopen();
+    assert.equal(t.fs.getxattrOrUndefined(g.ino, 'user.x'), undefined); // learned: none
+    t.fs.setxattr(g.ino, 'user.x', Buffer.from('x'), 0);
+    assert.equal(t.fs.getxattr(g.ino, 'user.x').toString(), 'x');
+    assert.equal(t.fs.getxattr(f.attr.ino, 'user.b').toString(), '2');
+    // A freed inode is forgotten: its number answers ENOENT, not "no xattr".
+    t.fs.unlink(rootCtx, rootIno, 'g');
+    assert.equal(code(() => t.fs.getxattrOrUndefined(g.ino, 'user.x')), 'ENOENT');
+    assert.equal(code(() => t.fs.listxattr(g.ino)), 'ENOENT');
+    assert.equal(t.fs.lookupOrUndefined(rootIno, 'g'), undefined);
+    assert.equal(t.fs.lookupOrUndefined(rootIno, 'f')?.ino, f.attr.ino);
+    assert.equal(code(() => t.fs.lookupOrUndefined(f.attr.ino, 'x')), 'ENOTDIR');
+  }));
+
 test('a second process cannot open a locked store', () =>
   withFs(async (t) => {
     const { Store } = await import('../src/inode/store.js');

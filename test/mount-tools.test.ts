@@ -206,6 +206,42 @@ describe('everyday tools on a zippy-fs mount', { skip }, () => {
     assert.equal(runTool('getfattr', ['--only-values', '-n', 'user.onadir', '--absolute-names', dir]), 'yes');
   });
 
+  test('xattrs of new files: "none yet" answers never hide a later setfattr or removal', () => {
+    // New inodes are remembered as having no xattrs (FileSystem.noXattrs); every write(2) asks
+    // for security.capability. Each setfattr must end that, through any name of the inode.
+    const file = join(m.mountpoint, 'fresh-xattrs');
+    writeFileSync(file, 'first');
+    writeFileSync(file, 'second write, another security.capability query');
+    assert.deepEqual(xattrs.get(file, 'user.k'), { ok: false, code: 'ENODATA' });
+    assert.deepEqual(xattrs.list(file), { ok: true, value: [] });
+    runTool('setfattr', ['-n', 'user.k', '-v', 'one', file]);
+    assert.equal(runTool('getfattr', ['--only-values', '-n', 'user.k', '--absolute-names', file]), 'one');
+    assert.deepEqual(xattrs.list(file), { ok: true, value: ['user.k'] });
+    runTool('setfattr', ['-x', 'user.k', file]);
+    assert.deepEqual(xattrs.get(file, 'user.k'), { ok: false, code: 'ENODATA' });
+    assert.deepEqual(xattrs.list(file), { ok: true, value: [] });
+    runTool('setfattr', ['-n', 'user.k', '-v', 'two', file]);
+    assert.equal(runTool('getfattr', ['--only-values', '-n', 'user.k', '--absolute-names', file]), 'two');
+    // Through a second name of the same inode, and on a new directory and a new symlink's target.
+    const other = join(m.mountpoint, 'fresh-xattrs-link');
+    runTool('ln', [file, other]);
+    runTool('setfattr', ['-n', 'user.via', '-v', 'link', other]);
+    assert.deepEqual(xattrs.list(file), { ok: true, value: ['user.k', 'user.via'] });
+    const dir = join(m.mountpoint, 'fresh-xattr-dir');
+    mkdirSync(dir);
+    assert.deepEqual(xattrs.get(dir, 'user.d'), { ok: false, code: 'ENODATA' });
+    runTool('setfattr', ['-n', 'user.d', '-v', 'dir', dir]);
+    assert.equal(runTool('getfattr', ['--only-values', '-n', 'user.d', '--absolute-names', dir]), 'dir');
+    // A refused setfattr (replace of a missing name) changes nothing and is not cached wrongly.
+    const untouched = join(m.mountpoint, 'fresh-xattrs-2');
+    writeFileSync(untouched, 'x');
+    const xattrReplace = 2; // XATTR_REPLACE
+    assert.deepEqual(xattrs.set(untouched, 'user.no', Buffer.from('x'), xattrReplace), { ok: false, code: 'ENODATA' });
+    assert.deepEqual(xattrs.list(untouched), { ok: true, value: [] });
+    runTool('setfattr', ['-n', 'user.yes', '-v', 'y', untouched]);
+    assert.deepEqual(xattrs.list(untouched), { ok: true, value: ['user.yes'] });
+  });
+
   test('dd of 64 MiB in 1 MiB writes, sparse files, mkfifo', () => {
     const big = join(m.mountpoint, 'big');
     const plainBig = join(work, 'big');

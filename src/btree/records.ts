@@ -66,15 +66,28 @@ export function encodeInode(rec: InodeRecord): Buffer {
   buf.writeUInt32BE(rec.gid >>> 0, L.gidOffset);
   buf.writeUInt32BE(rec.nlink >>> 0, L.nlinkOffset);
   buf.writeUInt32BE(rec.rdev >>> 0, L.rdevOffset);
-  buf.writeBigUInt64BE(BigInt(rec.size), L.sizeOffset);
+  writeCount(buf, rec.size, L.sizeOffset, 'size');
   buf.writeBigInt64BE(rec.atimeNs, L.atimeOffset);
   buf.writeBigInt64BE(rec.mtimeNs, L.mtimeOffset);
   buf.writeBigInt64BE(rec.ctimeNs, L.ctimeOffset);
-  buf.writeBigUInt64BE(BigInt(rec.generation), L.generationOffset);
-  buf.writeBigUInt64BE(BigInt(rec.blockCount), L.blockCountOffset);
+  writeCount(buf, rec.generation, L.generationOffset, 'generation');
+  writeCount(buf, rec.blockCount, L.blockCountOffset, 'block count');
   rec.target.copy(buf, L.fixedBytes);
   return buf;
 }
+
+/**
+ * Writes a count (a safe integer >= 0) as u64 BE, the bytes writeBigUInt64BE(BigInt(value))
+ * wrote, without the BigInts: inode records are encoded at every create, write-back and setattr.
+ */
+function writeCount(buf: Buffer, value: number, offset: number, what: string): void {
+  assert(Number.isSafeInteger(value) && value >= 0, `inode ${what} ${value} is not a count`);
+  buf.writeUInt32BE(Math.floor(value / 2 ** 32), offset);
+  buf.writeUInt32BE(value >>> 0, offset + 4);
+}
+
+/** The target of every non-symlink record: shared, since nothing writes into a decoded target. */
+const noTarget = Buffer.alloc(0);
 
 export function decodeInode(buf: Buffer, place: string): InodeRecord {
   const L = inodeRecord;
@@ -91,7 +104,7 @@ export function decodeInode(buf: Buffer, place: string): InodeRecord {
     ctimeNs: buf.readBigInt64BE(L.ctimeOffset),
     generation: readU64(buf, L.generationOffset),
     blockCount: fixedBytes === L.fixedBytes ? readU64(buf, L.blockCountOffset) : blockCountUnknown,
-    target: Buffer.from(buf.subarray(fixedBytes)),
+    target: buf.length === fixedBytes ? noTarget : Buffer.from(buf.subarray(fixedBytes)),
   };
 }
 

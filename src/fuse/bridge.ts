@@ -9,10 +9,10 @@ import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { Fuse, type CallerContext, type DirentStat, type FuseOperations, type FuseOptionValue, type Stat, type MountState, type SetAttr } from './binding.js';
-import { toErrno, type Logger } from './errno.js';
+import { errnoOf, toErrno, type Logger } from './errno.js';
 import { fsError } from '../errors.js';
 import type { FileSystem } from '../inode/fs.js';
-import { rootIno, S_IFDIR, S_IFREG, type Attr, type Ctx } from '../inode/types.js';
+import { rootIno, S_IFDIR, type Attr, type Ctx } from '../inode/types.js';
 import type { MountOptions } from './main.js';
 
 export interface MountHandle {
@@ -85,6 +85,18 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
     cb(0, value);
   };
   const status = (what: string, target: number, cb: (result: number) => void, fn: () => void): void => run(what, target, cb, fn);
+  /** As run, for a call whose ordinary "not there" answer is undefined: that becomes `missing` (a negative errno). */
+  const runOr = <T>(what: string, target: number, cb: (result: number, value?: T) => void, missing: number, fn: () => T | undefined): void => {
+    let value: T | undefined;
+    try {
+      value = fn();
+    } catch (e) {
+      cb(toErrno(e, `${what} ino ${target}`, log));
+      return;
+    }
+    if (value === undefined) cb(missing);
+    else cb(0, value);
+  };
   const stat = (attr: Attr): Stat => toStat(attr, owner);
 
   const dirs = new Map<number, DirListing>();
@@ -127,7 +139,12 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
   };
 
   return {
-    lookup: (_c, parent, name, cb) => run('lookup', parent, cb, () => stat(fs.lookup(parent, name))),
+    // A missing name (every create starts with one) and a missing xattr (the kernel asks for
+    // security.capability at the first write(2) to each file) are answered without building an error.
+    lookup: (_c, parent, name, cb) => runOr('lookup', parent, cb, -errnoOf.ENOENT, () => {
+      const attr = fs.lookupOrUndefined(parent, name);
+      return attr === undefined ? undefined : stat(attr);
+    }),
     getattr: (_c, ino, _fh, cb) => run('getattr', ino, cb, () => stat(fs.getattr(ino))),
     setattr: (c, ino, _fh, attr, cb) => run('setattr', ino, cb, () => stat(setattr(toCtx(c), ino, attr))),
     access: (c, ino, mask, cb) => status('access', ino, cb, () => checkAccess(toCtx(c), fs.getattr(ino), mask)),
@@ -161,17 +178,15 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
       fs.fsync().then(() => cb(0), (e: unknown) => cb(toErrno(e, `fsyncdir ino ${ino}`, log)));
     },
     create: (c, parent, name, mode, _flags, cb) => {
-      let attr: Attr;
-      let fh: number;
+      let created: { attr: Attr; fh: number };
       try {
-        attr = fs.mknod(toCtx(c), parent, name, S_IFREG | (mode & 0o7777));
-        fh = fs.open(attr.ino);
+        created = fs.create(toCtx(c), parent, name, mode);
       } catch (e) {
         cb(toErrno(e, `create ino ${parent}/${name}`, log));
         return;
       }
-      keepCache(attr);
-      cb(0, stat(attr), fh, { keepCache: false });
+      keepCache(created.attr);
+      cb(0, stat(created.attr), created.fh, { keepCache: false });
     },
     mknod: (c, parent, name, mode, rdev, cb) => run('mknod', parent, cb, () => stat(fs.mknod(toCtx(c), parent, name, mode, rdev))),
     open: (c, ino, flags, cb) => {
@@ -227,7 +242,7 @@ export function makeOperations(fs: FileSystem, log: Logger, owner: { uid?: numbe
     symlink: (c, target, parent, name, cb) => run('symlink', parent, cb, () => stat(fs.symlink(toCtx(c), parent, name, target))),
     readlink: (_c, ino, cb) => run('readlink', ino, cb, () => fs.readlink(ino)),
     setxattr: (_c, ino, name, value, flags, cb) => status('setxattr', ino, cb, () => fs.setxattr(ino, name, value, flags)),
-    getxattr: (_c, ino, name, cb) => run('getxattr', ino, cb, () => fs.getxattr(ino, name)),
+    getxattr: (_c, ino, name, cb) => runOr('getxattr', ino, cb, -errnoOf.ENODATA, () => fs.getxattrOrUndefined(ino, name)),
     listxattr: (_c, ino, cb) => run('listxattr', ino, cb, () => fs.listxattr(ino)),
     removexattr: (_c, ino, name, cb) => status('removexattr', ino, cb, () => fs.removexattr(ino, name)),
   };

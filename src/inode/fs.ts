@@ -15,7 +15,7 @@
 import { statfsSync } from 'node:fs';
 import { assert, fsError, isFsError, type FsError } from '../errors.js';
 import { recordSizeBytes, type BlockLocation, type BlockRecordInput } from '../blocks/index.js';
-import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, pathCacheEntryCountMax, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
+import { blockSizeBytes, cacheSizeBytesDefault, fileSizeMaxBytes, linkCountMax, nameLengthMaxBytes, noXattrInodeCountMax, pathCacheEntryCountMax, symlinkLengthMaxBytes, treeDepthMax, writebackDelayMsDefault, xattrNameLengthMaxBytes, xattrValueSizeMaxBytes } from '../limits.js';
 import { blockKey, direntKey, direntKeyName, inoKey, inoPrefixRange, blockKeyIndex, linkKey, xattrKey } from '../btree/keys.js';
 import { blockCountUnknown, blockIdUnknown, blockPointerKind, decodeBlockPlace, decodeBlockPointer, decodeDirent, decodeInode, decodeInodeBlockCount, encodeBlockPointer, encodeDirent, encodeInode, type BlockPlace, type BlockPointer, type InodeRecord } from '../btree/records.js';
 import { BlockCache, type CacheEntry } from './cache.js';
@@ -73,6 +73,17 @@ export class FileSystem {
   private closedTimer: NodeJS.Timeout | undefined;
   /** Path components joined by "/" → inode (resolveParts). */
   private readonly pathCache = new Map<string, number>();
+  /**
+   * Inodes known to exist and to have no extended attributes: the kernel asks for
+   * security.capability before every write(2) to a file (file_remove_privs), and the publisher
+   * lists the xattrs of every changed file, so these are answered without reading LMDB. An
+   * inode enters when it is created or when a read finds it without any xattr, and leaves
+   * before any xattr of it is set (setxattr) and when it is freed (freeInode) — this process
+   * holds the store's lock and those are the only writers of the xattr table and the only way
+   * an inode disappears. Removal happens before the transaction commits, so a failed one
+   * leaves the set too small, never wrong.
+   */
+  private readonly noXattrs = new Set<number>();
   private handleNext = 1;
   private timer: NodeJS.Timeout | undefined;
   private changedSinceSync = false;
@@ -154,9 +165,25 @@ export class FileSystem {
     return this.getattr(this.lookupIno(parent, name));
   }
 
+  /**
+   * Attributes of the entry `name` in directory `parent`, or undefined when the directory has
+   * no such entry (the common answer of a lookup before a create, so no error is built for it);
+   * other failures (ENOTDIR, ENAMETOOLONG, a missing parent) still throw.
+   */
+  lookupOrUndefined(parent: number, name: string): Attr | undefined {
+    const ino = this.lookupInoOrUndefined(parent, name);
+    return ino === undefined ? undefined : this.getattr(ino);
+  }
+
   /** Attributes of inode `ino`, including writes not yet committed. */
   getattr(ino: number): Attr {
     return this.attrOf(ino, this.inode(ino));
+  }
+
+  /** Attributes of inode `ino` as getattr gives them, or undefined when it does not exist. */
+  getattrOrUndefined(ino: number): Attr | undefined {
+    const rec = this.inodeOrUndefined(ino);
+    return rec === undefined ? undefined : this.attrOf(ino, rec);
   }
 
   /** Entries of directory `ino`, without "." and "..". */
@@ -406,6 +433,7 @@ export class FileSystem {
     if (name.startsWith('system.posix_acl_')) throw fsError('ENOTSUP', 'POSIX ACLs are not supported', name);
     const key = xattrKey(ino, xattrName(name));
     if (value.length > xattrValueSizeMaxBytes) throw fsError('E2BIG', `xattr value is ${value.length} bytes`, name);
+    this.noXattrs.delete(ino);
     this.commit(() => {
       const rec = this.inode(ino);
       const table = this.store.btree.table('xattr');
@@ -420,18 +448,41 @@ export class FileSystem {
 
   /** Value of extended attribute `name` of `ino`, or ENODATA. */
   getxattr(ino: number, name: string): Buffer {
-    this.inode(ino);
-    const value = this.store.btree.table('xattr').get(xattrKey(ino, xattrName(name)));
+    const value = this.getxattrOrUndefined(ino, name);
     if (value === undefined) throw fsError('ENODATA', 'no such xattr', name);
     return value;
   }
 
+  /** Value of extended attribute `name` of `ino`, or undefined when it has none of that name (ENOENT for a missing inode). */
+  getxattrOrUndefined(ino: number, name: string): Buffer | undefined {
+    const key = xattrKey(ino, xattrName(name));
+    if (this.noXattrs.has(ino)) return undefined;
+    const table = this.store.btree.table('xattr');
+    const value = table.get(key);
+    if (value !== undefined) return value; // freeInode deletes an inode's xattrs with it: a hit proves the inode exists
+    this.inode(ino);
+    if (this.hasNoXattrs(ino)) this.rememberNoXattrs(ino);
+    return undefined;
+  }
+
   /** Names of the extended attributes of `ino`. */
   listxattr(ino: number): string[] {
+    if (this.noXattrs.has(ino)) return [];
     this.inode(ino);
     const names: string[] = [];
     for (const key of this.store.btree.table('xattr').getKeys(inoPrefixRange(ino))) names.push(direntKeyName(key).toString('utf8'));
+    if (names.length === 0) this.rememberNoXattrs(ino);
     return names;
+  }
+
+  private hasNoXattrs(ino: number): boolean {
+    for (const _ of this.store.btree.table('xattr').getKeys({ ...inoPrefixRange(ino), limit: 1 })) return false;
+    return true;
+  }
+
+  private rememberNoXattrs(ino: number): void {
+    if (this.noXattrs.size >= noXattrInodeCountMax) this.noXattrs.clear();
+    this.noXattrs.add(ino);
   }
 
   /** Removes extended attribute `name` of `ino`, or ENODATA. */
@@ -470,6 +521,19 @@ export class FileSystem {
   /** Opens inode `ino`; returns a handle that keeps the inode alive until release. */
   open(ino: number): number {
     this.inode(ino);
+    return this.addHandle(ino);
+  }
+
+  /**
+   * Creates the regular file `name` in `parent` (mode: permission bits) and opens it: FUSE's
+   * create. One transaction, as mknod; the new inode is not read back to open it.
+   */
+  create(ctx: Ctx, parent: number, name: string, mode: number): { attr: Attr; fh: number } {
+    const attr = this.mknod(ctx, parent, name, S_IFREG | (mode & permissionBits));
+    return { attr, fh: this.addHandle(attr.ino) };
+  }
+
+  private addHandle(ino: number): number {
     const fh = this.handleNext++;
     this.handles.set(fh, ino);
     this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1);
@@ -496,7 +560,9 @@ export class FileSystem {
     this.openCounts.delete(ino);
     this.lastWriteMs.delete(ino);
     if (this.readOnly) return;
-    const rec = this.inodeOrUndefined(ino);
+    // Only nlink is needed: a pending record carries the current one (putInode keeps it), so a
+    // file closed after writing skips the LMDB read.
+    const rec = this.pending.get(ino) ?? this.inodeOrUndefined(ino);
     if (rec !== undefined && rec.nlink === 0) {
       this.commit(() => this.freeInode(ino));
     } else if (this.cache.dirtyOf(ino).length > 0 || this.pending.has(ino)) {
@@ -873,7 +939,7 @@ export class FileSystem {
   private inodeOrUndefined(ino: number): InodeRecord | undefined {
     const pending = this.pending.get(ino);
     if (pending !== undefined) return { ...pending, blockCount: this.storedBlockCount(ino) };
-    const value = this.store.btree.table('inode').get(inoKey(ino));
+    const value = readFast(this.store.btree.table('inode'), inoKey(ino));
     if (value === undefined) return undefined;
     const rec = decodeInode(value, `inode ${ino}`);
     if (rec.blockCount === blockCountUnknown) rec.blockCount = this.blockEntryCount(ino);
@@ -886,7 +952,7 @@ export class FileSystem {
   }
 
   /** The block count in the stored record of `ino` (0 when it has none yet); `value`: that record when already read. */
-  private storedBlockCount(ino: number, value = this.store.btree.table('inode').get(inoKey(ino))): number {
+  private storedBlockCount(ino: number, value = readFast(this.store.btree.table('inode'), inoKey(ino))): number {
     if (value === undefined) return 0;
     const count = decodeInodeBlockCount(value, `inode ${ino}`);
     return count === blockCountUnknown ? this.blockEntryCount(ino) : count;
@@ -961,6 +1027,13 @@ export class FileSystem {
   }
 
   private lookupIno(parent: number, name: string): number {
+    const ino = this.lookupInoOrUndefined(parent, name);
+    if (ino === undefined) throw fsError('ENOENT', 'no such file or directory', name);
+    return ino;
+  }
+
+  /** The inode `name` in `parent` names, or undefined when `parent` (a directory) has no such entry. */
+  private lookupInoOrUndefined(parent: number, name: string): number | undefined {
     if (name === '.') {
       this.requireDir(parent);
       return parent;
@@ -975,15 +1048,12 @@ export class FileSystem {
     // Only directories hold entries, so a hit proves `parent` is one: the parent's inode is
     // read (for ENOTDIR / ENOENT) only on a miss. This halves the LMDB reads of a lookup.
     const ino = this.direntGet(parent, nameBuf);
-    if (ino === undefined) {
-      this.requireDir(parent);
-      throw fsError('ENOENT', 'no such file or directory', name);
-    }
+    if (ino === undefined) this.requireDir(parent);
     return ino;
   }
 
   private direntGet(parent: number, name: Buffer): number | undefined {
-    const value = this.store.btree.table('dirent').get(direntKey(parent, name));
+    const value = readFast(this.store.btree.table('dirent'), direntKey(parent, name));
     return value === undefined ? undefined : decodeDirent(value, `dirent ${parent}/${name.toString()}`).ino;
   }
 
@@ -1023,7 +1093,7 @@ export class FileSystem {
   private createNode(ctx: Ctx, parent: number, name: string, mode: number, rdev: number, target: Buffer): Attr {
     this.writable();
     const nameBuf = nameBytes(name);
-    return this.commit(() => {
+    const attr = this.commit(() => {
       const parentRec = this.requireDir(parent);
       if (this.direntGet(parent, nameBuf) !== undefined) throw fsError('EEXIST', 'name exists', name);
       const ino = this.store.allocateIno();
@@ -1054,6 +1124,8 @@ export class FileSystem {
       this.putInode(parent, parentRec);
       return this.attrOf(ino, rec);
     });
+    this.rememberNoXattrs(attr.ino); // committed: a new inode has no xattrs
+    return attr;
   }
 
   private checkSticky(ctx: Ctx, parentRec: InodeRecord, rec: InodeRecord, name: string): void {
@@ -1107,6 +1179,7 @@ export class FileSystem {
 
   /** Deletes an inode with all its blocks and xattrs (inside a transaction). */
   private freeInode(ino: number): void {
+    this.noXattrs.delete(ino);
     this.freeBlocks(ino, 0);
     const xattrs = this.store.btree.table('xattr');
     for (const key of [...xattrs.getKeys(inoPrefixRange(ino))]) xattrs.removeSync(key);
@@ -1317,6 +1390,18 @@ export class FileSystem {
       process.emitWarning(`zippy-fs: background write-back failed: ${String(e)}`);
     }
   }
+}
+
+/**
+ * A value read without lmdb's copy (getBinaryFast): a view of lmdb's reused read buffer, valid
+ * only until the next read of any table, so callers decode it at once and keep nothing of it
+ * (decodeInode copies the symlink target). That buffer reports the value's size only through an
+ * own `length` property; subarray(0, length) makes a view whose real length is the value's.
+ * About half the cost of get() on the lookup path (one LMDB read of the dirent, one of the inode).
+ */
+function readFast(table: { getBinaryFast(key: Buffer): Buffer | undefined }, key: Buffer): Buffer | undefined {
+  const value = table.getBinaryFast(key);
+  return value === undefined ? undefined : value.subarray(0, value.length);
 }
 
 /** Whole blocks of one read request that lie back to back in one segment, read straight into the reply. */

@@ -19,7 +19,7 @@ import { recordSizeBytes } from '../blocks/index.js';
 import { blockSizeBytes, treeDepthMax } from '../limits.js';
 import type { Table } from '../btree/db.js';
 import { blockKey, direntKeyName, inoKey, inoPrefixRange, keyIno, linkKeyParts, blockKeyIndex } from '../btree/keys.js';
-import { blockPointerKind, decodeBlockPointer, decodeDirent, decodeInode, encodeBlockPointer, type BlockPointer } from '../btree/records.js';
+import { blockPointerKind, decodeBlockPointer, decodeDirent, encodeBlockPointer, type BlockPointer } from '../btree/records.js';
 import type { ExternalBlockReader, FileSystem } from './fs.js';
 import { rootCtx, rootIno, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from './types.js';
 
@@ -163,14 +163,14 @@ export class SyncPort {
 
   /** The node `ino`, or undefined when it no longer exists. */
   node(ino: number): PortNode | undefined {
-    const value = this.fs.store.btree.table('inode').get(inoKey(ino));
-    if (value === undefined) return undefined;
-    const attr = this.fs.getattr(ino);
-    const rec = decodeInode(value, `inode ${ino}`);
+    // One inode read (the publisher asks for every changed file three times per publish).
+    const attr = this.fs.getattrOrUndefined(ino);
+    if (attr === undefined) return undefined;
+    const symlinkTarget = (attr.mode & S_IFMT) === S_IFLNK ? this.fs.readlink(ino) : '';
     const xattrs = this.fs.listxattr(ino).sort().map((name) => ({ name, value: Buffer.from(this.fs.getxattr(ino, name)) }));
     return {
       ino, type: typeOf(attr.mode), mode: attr.mode & 0o7777, uid: attr.uid, gid: attr.gid, rdev: attr.rdev,
-      mtimeNs: attr.mtimeNs, sizeBytes: attr.size, symlinkTarget: rec.target.toString('utf8'), xattrs,
+      mtimeNs: attr.mtimeNs, sizeBytes: attr.size, symlinkTarget, xattrs,
     };
   }
 
