@@ -58,7 +58,6 @@ export interface InodeRecord {
 
 export function encodeInode(rec: InodeRecord): Buffer {
   const L = inodeRecord;
-  if (!(Number.isSafeInteger(rec.blockCount) && rec.blockCount >= 0)) assert(false, `inode block count ${rec.blockCount} is not a count`);
   const buf = Buffer.alloc(L.fixedBytes + rec.target.length);
   buf.writeUInt8(L.version, L.versionOffset);
   buf.writeUInt32BE(rec.mode >>> 0, L.modeOffset);
@@ -81,7 +80,7 @@ export function encodeInode(rec: InodeRecord): Buffer {
  * wrote, without the BigInts: inode records are encoded at every create, write-back and setattr.
  */
 function writeCount(buf: Buffer, value: number, offset: number, what: string): void {
-  assert(Number.isSafeInteger(value) && value >= 0, `inode ${what} ${value} is not a count`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `inode ${what} ${value} is not a count`);
   buf.writeUInt32BE(Math.floor(value / 2 ** 32), offset);
   buf.writeUInt32BE(value >>> 0, offset + 4);
 }
