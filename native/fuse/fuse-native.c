@@ -48,6 +48,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------------------------------
  * Operation table. The X-macro keeps the enum and the exported name map in one list.
@@ -532,6 +533,19 @@ static void *inval_thread (void *data) {
 /* Largest number of requests read per poll callback, so timers and I/O are not starved. */
 #define POLL_BATCH_MAX 64
 
+/*
+ * L11: after answering, keep reading the (non-blocking) device for up to this long before going
+ * back to the event loop: a caller that sends its next request right after our answer (stat,
+ * ls -l, a create's several requests) finds the JS thread awake instead of paying a wake-up.
+ */
+#define POLL_SPIN_NS 50000L
+
+static int64_t monotonic_ns (void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
 static void poll_closed (uv_handle_t *handle) {
   (void) handle;   /* the handle lives in the session struct, freed by tsfn_finalize */
 }
@@ -563,11 +577,19 @@ static void on_readable (uv_poll_t *handle, int status, int events) {
   napi_open_handle_scope(env, &scope);
   s->env = env;
   int ended = 0;
-  for (int i = 0; i < POLL_BATCH_MAX; i++) {
+  int64_t idle_since = 0;   /* when the device was last found empty; 0 while requests come */
+  for (int i = 0; i < POLL_BATCH_MAX; ) {
     struct fuse_chan *ch = s->ch;
     int res = fuse_chan_recv(&ch, s->recv_buf, s->recv_size);
-    if (res == -EAGAIN || res == -EINTR) break;
+    if (res == -EAGAIN || res == -EINTR) {
+      int64_t now = monotonic_ns();
+      if (idle_since == 0) idle_since = now;
+      if (i == 0 || now - idle_since >= POLL_SPIN_NS) break;
+      continue;
+    }
     if (res <= 0 || fuse_session_exited(s->se)) { ended = 1; break; }
+    idle_since = 0;
+    i++;
     fuse_session_process(s->se, s->recv_buf, (size_t) res, ch);
   }
   s->env = NULL;
