@@ -13,9 +13,8 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { fsError } from './errors.js';
+import { nativeAddonPath } from './native-path.js';
 
 /** The implementations the addon has; which ones run depends on the CPU (see crc32Implementations). */
 export type Crc32Implementation = 'table' | 'pclmul' | 'vpclmulqdq';
@@ -31,24 +30,11 @@ interface CrcBinding {
   selected(): Crc32Implementation;
 }
 
-const repoRootSearchDepthMax = 16;
 let loaded: CrcBinding | undefined;
-
-/** Walks up from this file to the directory holding package.json and native/crc; works from src/ (tsx) and dist/src/ alike. */
-function findRepoRoot(start: string): string {
-  let dir = start;
-  for (let depth = 0; depth < repoRootSearchDepthMax; depth++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native', 'crc', 'binding.gyp'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  throw fsError('ENOENT', 'cannot find the repository root (package.json next to native/crc/)', start);
-}
 
 /** Path of the compiled CRC-32 addon. */
 export function crcAddonPath(): string {
-  return join(findRepoRoot(dirname(fileURLToPath(import.meta.url))), 'native', 'crc', 'build', 'Release', 'crc32.node');
+  return nativeAddonPath('crc', 'crc32.node');
 }
 
 function load(): CrcBinding {

@@ -183,7 +183,7 @@ describe('addon loading', () => {
       fs.mkdirSync(path.join(root, 'native', 'crc'), { recursive: true });
       fs.writeFileSync(path.join(root, 'native', 'crc', 'binding.gyp'), '{}');
       fs.mkdirSync(path.join(root, 'src'));
-      for (const name of ['crc32.js', 'errors.js']) fs.copyFileSync(path.join(path.dirname(compiled), name), path.join(root, 'src', name));
+      for (const name of ['crc32.js', 'errors.js', 'native-path.js']) fs.copyFileSync(path.join(path.dirname(compiled), name), path.join(root, 'src', name));
       const script = `import { crc32 } from ${JSON.stringify(path.join(root, 'src', 'crc32.js'))}; crc32(Buffer.from('x'));`;
       const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
       assertEq.notEqual(r.status, 0);

@@ -30,8 +30,8 @@ import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { fsError } from '../errors.js';
+import { nativeAddonPath } from '../native-path.js';
 
 // ---------------------------------------------------------------------------------------
 // Public types
@@ -302,29 +302,14 @@ const errnoEIO = -osConstants.errno.EIO;
 const errnoETIMEDOUT = -osConstants.errno.ETIMEDOUT;
 /** Largest errno Linux uses; results below -errnoMax are malformed. */
 const errnoMax = 4095;
-const repoRootSearchDepthMax = 16;
 
 let nativeLoaded: NativeBinding | undefined;
-
-/** Walks up from this file to the directory holding package.json and native/fuse; works from
- *  src/fuse/ (tsx) and from dist/src/fuse/ (compiled) alike. */
-function findRepoRoot(start: string): string {
-  let dir = start;
-  for (let depth = 0; depth < repoRootSearchDepthMax; depth++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native', 'fuse', 'binding.gyp'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  throw fsError('ENOENT', 'cannot find the repository root (package.json next to native/fuse/)', start);
-}
 
 /** Path of the compiled addon; $ZIPPY_FUSE_ADDON overrides. */
 export function addonPath(): string {
   const override = process.env['ZIPPY_FUSE_ADDON'];
   if (override !== undefined && override !== '') return override;
-  const root = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
-  return join(root, 'native', 'fuse', 'build', 'Release', 'fuse_native.node');
+  return nativeAddonPath('fuse', 'fuse_native.node');
 }
 
 /** Loads the addon once and checks that it is the one this file was written for. */
