@@ -341,10 +341,8 @@ static int impl_arg(napi_env env, napi_value value, int *impl) {
 static napi_value js_crc32(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
+  /* Node-API fills the arguments not passed with undefined. */
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_value undefined;
-  CHECK(env, napi_get_undefined(env, &undefined));
-  for (size_t i = argc; i < 3; i++) argv[i] = undefined;
   const uint8_t *data;
   size_t length;
   if (!bytes_of(env, argv[0], &data, &length)) return throw_type(env, "The \"data\" argument must be a TypedArray or DataView");
@@ -369,10 +367,10 @@ static napi_value js_crc32(napi_env env, napi_callback_info info) {
 static napi_value js_record_checksums(napi_env env, napi_callback_info info) {
   size_t argc = 9;
   napi_value argv[9];
+  /* Node-API fills the arguments not passed with undefined. */
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   napi_value undefined;
   CHECK(env, napi_get_undefined(env, &undefined));
-  for (size_t i = argc; i < 9; i++) argv[i] = undefined;
   const uint8_t *headers;
   size_t headers_length;
   if (!bytes_of(env, argv[0], &headers, &headers_length)) return throw_type(env, "The \"headers\" argument must be a TypedArray or DataView");
