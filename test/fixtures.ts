@@ -578,7 +578,7 @@ export interface SyncBox {
 
 /** An in-process peer on `syncDir`: its own store and boxid; no watching unless asked. */
 export async function openSyncBox(syncDir: string, options: { boxid?: string; publishDelayMs?: number; watch?: boolean; log?: (m: string) => void; configDir?: string;
-  gc?: Pick<SyncOptions, 'gc' | 'gcIntervalMs' | 'now'> } = {}): Promise<SyncBox> {
+  gc?: Pick<SyncOptions, 'gc' | 'gcIntervalMs' | 'gcYield' | 'now'> } = {}): Promise<SyncBox> {
   const t = openTestFs();
   const boxid = options.boxid ?? randomBytes(16).toString('hex');
   const syncOptions = {

@@ -542,3 +542,31 @@ test('zippy-fs documents keep_history and gc_interval_ms, and refuses bad values
     assert.match(run.stderr, /keep_history|gc_interval_ms/);
   }
 });
+
+test('automatic GC waits while the mount serves requests: it runs once they stop, or when it waited deferMaxMs', async () => {
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const waitForRun = async (box: SyncBox): Promise<void> => {
+    for (let i = 0; i < 1000 && box.engine.gcRunCount === 0; i++) await sleep(10);
+    assert.equal(box.engine.gcRunCount, 1, 'GC ran');
+  };
+  // A request counter that every look finds moved while `busy`.
+  let busy = true;
+  let requests = 0;
+  const activity = (): number => (busy ? ++requests : requests);
+  const quiet = await openSyncBox(dir(), { gc: { gcIntervalMs: 1, gcYield: { activity, quietMs: 5, deferMaxMs: 600_000 } } });
+  const never = await openSyncBox(dir(), { gc: { gcIntervalMs: 1, gcYield: { activity: () => ++requests, quietMs: 5, deferMaxMs: 50 } } });
+  try {
+    for (const box of [quiet, never]) {
+      writeBoxFile(box, '/f', 'one');
+      await box.engine.publishNow(); // a publish that wrote an archive schedules GC
+    }
+    await sleep(300);
+    assert.equal(quiet.engine.gcRunCount, 0, 'no run while every look finds new requests');
+    busy = false;
+    await waitForRun(quiet);
+    await waitForRun(never); // always busy: runs once deferMaxMs is over
+  } finally {
+    await quiet.cleanup();
+    await never.cleanup();
+  }
+});

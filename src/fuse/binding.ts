@@ -557,6 +557,7 @@ export class Fuse {
   private mounting: Promise<ConnectionInfo> | undefined;
   private endedPromise: Promise<number> = Promise.resolve(0);
   private session: NativeSession | undefined;
+  private requests = 0;
 
   constructor(mountpoint: string, ops: FuseOperations, options: MountOptions = {}) {
     this.mountpoint = canonicalMountpoint(mountpoint);
@@ -569,6 +570,11 @@ export class Fuse {
   /** idle, mounting, mounted, unmounting or unmounted. */
   get state(): FuseState {
     return this.stateValue;
+  }
+
+  /** Kernel requests received so far (all mounts of this instance): a measure of foreground activity. */
+  get requestCount(): number {
+    return this.requests;
   }
 
   /** Resolves with libfuse's loop result once the session has ended (after any unmount). */
@@ -775,6 +781,7 @@ export class Fuse {
     const handlers: (NativeHandler | undefined)[] = new Array<NativeHandler | undefined>(native.opCount).fill(undefined);
     const set: HandlerSetter = (name, handler) => {
       handlers[native.ops[name]] = ((call: NativeCall, uid: number, gid: number, pid: number, umask: number, ...args: never[]) => {
+        this.requests++;
         handler(call, { uid, gid, pid, umask }, ...args);
       }) as NativeHandler;
     };

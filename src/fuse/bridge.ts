@@ -21,6 +21,8 @@ export interface MountHandle {
   ended: Promise<number>;
   /** Drops the kernel's cached attributes and pages of `ino` (its content changed behind it). */
   invalidate(ino: number): void;
+  /** Kernel requests served so far (SyncOptions.gcYield). */
+  requestCount(): number;
 }
 
 /** Attribute and entry cache timeout in seconds: short, so other machines' changes show within about a second. */
@@ -281,7 +283,7 @@ export async function mountBridge(fs: FileSystem, options: MountOptions, log: Lo
   // Another machine's version replaced a file's content: the kernel's pages of it are stale
   // (open files keep them; keep_cache would keep them across opens too).
   fs.onContentReplaced((ino) => void fuse.invalidate(ino));
-  return { unmount: () => fuse.unmount(), ended: fuse.ended, invalidate: (ino) => void fuse.invalidate(ino) };
+  return { unmount: () => fuse.unmount(), ended: fuse.ended, invalidate: (ino) => void fuse.invalidate(ino), requestCount: () => fuse.requestCount };
 }
 
 /** How long a listed mount may take to answer statfs before it counts as live (hung, not dead). */

@@ -323,14 +323,16 @@ async function runForeground(options: MountOptions): Promise<number> {
   const store = Store.open(storeDir);
   for (const line of store.openReport.messages) log(line);
   const fs = new FileSystem(store, { cacheSizeBytes: options.cacheSizeBytes });
-  let handle: MountHandle;
+  let handle: MountHandle | undefined;
   let sync: SyncEngine | undefined;
   try {
     const boxid = loadBoxid(options.boxidFile);
     const started = Date.now();
     const history = options.at === undefined ? { watch: true } : { watch: false, readOnly: true, asOfNs: options.at };
     sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, log, ...history,
-      gc: { keepHistoryMs: options.keepHistoryMs }, gcIntervalMs: options.gcIntervalMs });
+      gc: { keepHistoryMs: options.keepHistoryMs }, gcIntervalMs: options.gcIntervalMs,
+      // GC waits while the mount serves requests (a 1 GiB store's plan holds the JS thread ~2 s).
+      gcYield: { activity: () => handle?.requestCount() ?? 0 } });
     log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})${options.at === undefined ? '' : `; read-only view as of ${isoOfNs(options.at)}`}`);
     // A history mount is read-only in the kernel (every write is EROFS before it reaches us).
     handle = await mountBridge(fs, options.at === undefined ? options : { ...options, extra: [...options.extra, 'ro'] }, log);

@@ -47,7 +47,7 @@ import { blockIdOf, plainBlockIdKey } from './block-id.js';
 import { type Keyring, SealedReaderSync, defaultConfigDir, loadKeyring, readSealedFile, sealFile, writeSealedFile } from './crypto/index.js';
 import { ArchiveIndex } from './archive-index.js';
 import { GarbageCollector, type GcOptions, type GcReport } from './gc.js';
-import { gcIntervalMsDefault } from './limits.js';
+import { gcDeferMaxMsDefault, gcIntervalMsDefault, gcQuietMsDefault } from './limits.js';
 
 /** Default group-commit delay. */
 export const publishDelayMsDefault = 300;
@@ -85,6 +85,13 @@ export interface SyncOptions {
   readonly gc?: GcOptions;
   /** Least ms between automatic GC runs after publishes and imports (default 30 s); `false`: only gcNow(). */
   readonly gcIntervalMs?: number | false;
+  /**
+   * Keeps automatic GC out of the way of the mount's own work (docs/ARCHITECTURE.md "GC", When).
+   * `activity` is a number that changes with every request the mount serves (the FUSE request
+   * count): a run that falls due while it keeps changing waits until it stood still for `quietMs`,
+   * but at most `deferMaxMs` after it was due. Absent (tools, in-process tests): runs when due.
+   */
+  readonly gcYield?: { readonly activity: () => number; readonly quietMs?: number; readonly deferMaxMs?: number };
   /** Wall clock in ms for archive creation times and the history period (tests move it); default Date.now. */
   readonly now?: () => number;
   /**
@@ -249,6 +256,10 @@ export class SyncEngine {
   readonly gc: GarbageCollector;
   private readonly gcIntervalMs: number | false;
   private gcTimer: NodeJS.Timeout | undefined;
+  private readonly gcYield: { readonly activity: () => number; readonly quietMs: number; readonly deferMaxMs: number } | undefined;
+  /** `gcYield.activity()` when it was last looked at. */
+  private gcSeenActivity: number | undefined;
+  private gcRuns = 0;
   /** The first automatic run comes a gc interval after start (start-up is busy importing). */
   private lastGcMs = Date.now();
   private readonly now: () => number;
@@ -288,6 +299,8 @@ export class SyncEngine {
     this.port.onOutbox(() => this.publishSoon());
     this.now = options.now ?? Date.now;
     this.gcIntervalMs = options.gcIntervalMs ?? gcIntervalMsDefault;
+    this.gcYield = options.gcYield === undefined ? undefined
+      : { activity: options.gcYield.activity, quietMs: options.gcYield.quietMs ?? gcQuietMsDefault, deferMaxMs: options.gcYield.deferMaxMs ?? gcDeferMaxMsDefault };
     this.gc = new GarbageCollector({
       syncDir: this.syncDir, boxid: this.boxid, replicaId: this.replicaId, port: this.port, state: this.state, index: new ArchiveIndex(this.port, this.state),
       reader: this.reader, compressionLevel: this.compressionLevel, log: this.log, now: this.now,
@@ -380,17 +393,41 @@ export class SyncEngine {
       if (this.readOnly) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.state.archiveNames().size };
       this.lastGcMs = Date.now();
       const report = await this.gc.collect();
+      this.gcRuns++;
       if (report.retiring > 0) this.gcSoon(this.gc.retireGraceMs); // deletes them once the grace period is over
       return report;
     });
   }
 
+  /** Completed GC runs (automatic or gcNow). */
+  get gcRunCount(): number {
+    return this.gcRuns;
+  }
+
   /** Schedules a GC run after a publish or an import, at most one per gcIntervalMs (and not before `minDelayMs`). */
   private gcSoon(minDelayMs = 0): void {
     if (this.gcTimer !== undefined || this.stopped || this.gcIntervalMs === false || this.readOnly) return;
-    const delayMs = Math.max(minDelayMs, this.lastGcMs + this.gcIntervalMs - Date.now());
+    this.armGc(Math.max(minDelayMs, this.lastGcMs + this.gcIntervalMs - Date.now()), undefined);
+  }
+
+  /**
+   * Runs GC after `delayMs`, or later while the mount is busy: a plan reads every block of every
+   * kept version on the JS thread (about 1.8 s for a 1 GiB store), and during it no FUSE request
+   * is answered. `dueMs`: when the run first fell due.
+   */
+  private armGc(delayMs: number, dueMs: number | undefined): void {
     this.gcTimer = setTimeout(() => {
       this.gcTimer = undefined;
+      if (this.stopped) return;
+      const due = dueMs ?? Date.now();
+      if (this.gcYield !== undefined && Date.now() - due < this.gcYield.deferMaxMs) {
+        const activity = this.gcYield.activity();
+        if (activity !== this.gcSeenActivity) {
+          this.gcSeenActivity = activity;
+          this.armGc(this.gcYield.quietMs, due);
+          return;
+        }
+      }
       void this.gcNow().catch((e: unknown) => this.log(`garbage collection failed (will retry): ${String(e)}`));
     }, delayMs);
     this.gcTimer.unref();

@@ -98,6 +98,10 @@ export const keepHistoryMsDefault = 7 * 24 * 3600 * 1000;
 export const keepHistoryMsMax = 100 * 365 * 24 * 3600 * 1000;
 /** Default least time between two automatic GC runs after publishes and imports. */
 export const gcIntervalMsDefault = 30_000;
+/** A mount's automatic GC run waits until no request came for this long (SyncOptions.gcYield)... */
+export const gcQuietMsDefault = 1_000;
+/** ...but not longer than this after it fell due, so a mount that is never idle still collects. */
+export const gcDeferMaxMsDefault = 5 * 60_000;
 /** A retired archive stays this long after its rm-log entry: other mounts of the dir import its successors first. */
 export const retireGraceMsDefault = 10_000;
 /** An own archive whose zip is smaller than this is "small": a repack candidate. */
