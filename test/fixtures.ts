@@ -588,6 +588,8 @@ export async function openSyncBox(syncDir: string, options: { boxid?: string; pu
     // In-process boxes collect garbage only when a test calls gcNow(), so timing never decides.
     gcIntervalMs: false as const,
     ...options.gc,
+    // GC planning gives the event loop a turn every 64 steps, so every GC test runs its paused paths.
+    gc: { sliceMs: 0, ...options.gc?.gc },
   };
   let engine = await SyncEngine.start(t.fs, syncOptions);
   const box: SyncBox = {

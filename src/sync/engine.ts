@@ -390,7 +390,7 @@ export class SyncEngine {
   gcNow(): Promise<GcReport> {
     return this.enqueue(async () => {
       // A history view or an export writes nothing to the sync dir: no rm-log, no repack.
-      if (this.readOnly) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.state.archiveNames().size };
+      if (this.readOnly) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.state.archiveNames().size, pauses: 0 };
       this.lastGcMs = Date.now();
       const report = await this.gc.collect();
       this.gcRuns++;

@@ -13,6 +13,7 @@
 import { unpack } from 'msgpackr';
 import type { IndexedVersion } from './archive-index.js';
 import type { GcHost } from './gc.js';
+import type { Pacer } from './pacer.js';
 import type { Stamp } from './idx.js';
 import { blockIdBytes } from './limits.js';
 import { stampString } from './merge.js';
@@ -153,11 +154,14 @@ class Planner {
   }
 
   /** Holders of every block of every needed file version (and of what waiting archives name). */
-  keepBlocks(): void {
+  async keepBlocks(pacer: Pacer): Promise<void> {
     for (const [k, s] of this.needed) {
       if (this.all.get(k)?.deleted === true) continue;
       const flat = this.host.state.flatList(s);
-      for (let i = 0; flat !== undefined && i < flat.length; i += blockIdBytes) this.keepBlock(flat.subarray(i, i + blockIdBytes));
+      for (let i = 0; flat !== undefined && i < flat.length; i += blockIdBytes) {
+        this.keepBlock(flat.subarray(i, i + blockIdBytes));
+        if (pacer.due()) await pacer.rest();
+      }
     }
     for (const id of this.waitingBlocks) this.keepBlock(id);
   }
@@ -167,7 +171,7 @@ class Planner {
    * inodes show, its own versions, and the versions their copy runs name. (A peer's history is its
    * own business: rescuing it here would copy what its owner chose to retire.)
    */
-  private orphans(): Set<string> {
+  async orphans(pacer: Pacer): Promise<Set<string>> {
     const orphans = new Set<string>();
     if (this.dying.size === 0) return orphans;
     const local = new Map<string, Stamp>();
@@ -186,29 +190,34 @@ class Planner {
         const hex = hexOf(flat.subarray(i, i + blockIdBytes));
         const holder = this.blockHolder.get(hex);
         if (holder !== undefined && this.dying.has(holder)) orphans.add(hex);
+        if (pacer.due()) await pacer.rest();
       }
     }
     return orphans;
   }
 
-  result(): GcPlan {
+  result(orphanBlocks: ReadonlySet<string>): GcPlan {
     const keep = new Set([...this.versionHolder.values(), ...this.blockHolder.values()]);
     return {
       archives: this.archives, needed: this.needed, direct: new Set(this.direct.keys()),
       versionHolder: this.versionHolder, blockHolder: this.blockHolder,
       dead: [...this.own].filter((a) => !keep.has(a)).sort((a, b) => a - b),
-      orphanBlocks: this.orphans(),
+      orphanBlocks,
       liveVersions: new Set([...this.versionHolder].filter(([, h]) => !this.dying.has(h)).map(([k]) => k)),
       forced: [...this.forced].sort((a, b) => a - b),
     };
   }
 }
 
-/** Plans one GC run: versions younger than `cutoffMs` are kept; `dyingNames` are named by rm-logs. */
-export function makePlan(host: GcHost, cutoffMs: number, dyingNames: ReadonlySet<string>): GcPlan {
+/**
+ * Plans one GC run: versions younger than `cutoffMs` are kept; `dyingNames` are named by rm-logs.
+ * The loops over blocks give the event loop a turn through `pacer`; what they read (catalog, GC
+ * index, flat lists) only changes on the engine's queue, which this run holds.
+ */
+export async function makePlan(host: GcHost, cutoffMs: number, dyingNames: ReadonlySet<string>, pacer: Pacer): Promise<GcPlan> {
   const planner = new Planner(host, dyingNames);
   planner.findDirect(cutoffMs);
   planner.closeOverSources();
-  planner.keepBlocks();
-  return planner.result();
+  await planner.keepBlocks(pacer);
+  return planner.result(await planner.orphans(pacer));
 }

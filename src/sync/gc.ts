@@ -32,11 +32,12 @@ import type { ArchiveBlockReader } from './archive-reader.js';
 import { archivePaths, fsyncDirectory, idxSuffix, zipSuffix, type CompleteArchive } from './archive-store.js';
 import type { Keyring } from './crypto/index.js';
 import type { Idx } from './idx.js';
-import { keepHistoryMsDefault, retireGraceMsDefault, repackArchiveCountMin, repackDeadBytesMin,
+import { gcSliceMsDefault, keepHistoryMsDefault, retireGraceMsDefault, repackArchiveCountMin, repackDeadBytesMin,
   repackInputArchiveCountMax, repackLiveRatioMin, repackOutputBlockCountMax, repackOutputSizeMaxBytes, repackOutputVersionCountMax,
   repackSmallArchiveBytes } from './limits.js';
 import { stampString } from './merge.js';
 import { isArchiveName } from './names.js';
+import { Pacer } from './pacer.js';
 import { readArchiveIdx, repackArchives } from './repack.js';
 import { type GcPlan, makePlan } from './gc-plan.js';
 export type { GcPlan } from './gc-plan.js';
@@ -89,6 +90,8 @@ export interface GcOptions {
    * the dir import what superseded it before it goes (default retireGraceMsDefault; 0: at once).
    */
   readonly retireGraceMs?: number;
+  /** Work between two turns of the event loop in planning (default gcSliceMsDefault; tests use 0). */
+  readonly sliceMs?: number;
 }
 
 export interface GcReport {
@@ -100,6 +103,8 @@ export interface GcReport {
   readonly repacked: { readonly name: string; readonly from: readonly string[] } | undefined;
   /** Archives in the catalog after the run. */
   readonly archiveCount: number;
+  /** Turns the planning gave the event loop (FUSE requests) while it ran. */
+  readonly pauses: number;
 }
 
 /** Names of the archives in `syncDir` whose idx and zip are both there. */
@@ -127,8 +132,10 @@ export class GarbageCollector {
   private readonly retiringSinceMs = new Map<string, number>();
   private rmLogSignature = '';
   private dyingNames = new Set<string>();
+  private readonly sliceMs: number;
 
   constructor(private readonly host: GcHost, options: GcOptions = {}) {
+    this.sliceMs = options.sliceMs ?? gcSliceMsDefault;
     this.keepHistoryMs = options.keepHistoryMs ?? keepHistoryMsDefault;
     this.repackThresholds = { ...repackThresholdsDefault, ...options.repack };
     this.retireGraceMs = options.retireGraceMs ?? retireGraceMsDefault;
@@ -146,13 +153,14 @@ export class GarbageCollector {
       keyring = this.host.keyring();
     } catch (e) {
       // Without a key nothing here can be read or sealed; the engine already warned once.
-      if (isFsError(e, 'BAD_KEY')) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.host.state.archiveNames().size };
+      if (isFsError(e, 'BAD_KEY')) return { retired: [], retiring: 0, repacked: undefined, archiveCount: this.host.state.archiveNames().size, pauses: 0 };
       throw e;
     }
     await this.ensureIndexed(keyring);
     const dying = await this.dyingArchives(keyring);
-    let plan = this.plan(dying);
-    const candidates = [...new Set([...this.repackCandidates(plan), ...plan.forced])].sort((a, b) => a - b);
+    const pacer = new Pacer(this.sliceMs);
+    let plan = await this.plan(dying, pacer);
+    const candidates = [...new Set([...await this.repackCandidates(plan, pacer), ...plan.forced])].sort((a, b) => a - b);
     let repacked: GcReport['repacked'];
     // A repack also rescues what only dying archives (named by some rm-log) still carry.
     if (candidates.length > 0 || plan.orphanBlocks.size > 0) {
@@ -160,7 +168,7 @@ export class GarbageCollector {
         const written = await repackArchives(this.host, plan, candidates, keyring);
         if (written !== undefined) {
           repacked = { name: written.name, from: written.merged.map((a) => plan.archives.get(a)!.name) };
-          plan = this.plan(dying);
+          plan = await this.plan(dying, pacer);
         }
       } catch (e) {
         // An archive that cannot be read whole is left as it is; retiring goes on without it.
@@ -169,7 +177,7 @@ export class GarbageCollector {
       }
     }
     const { deleted, waiting } = plan.dead.length === 0 ? { deleted: [], waiting: 0 } : await this.retire(plan, keyring);
-    return { retired: deleted, retiring: waiting, repacked, archiveCount: this.host.state.archiveNames().size };
+    return { retired: deleted, retiring: waiting, repacked, archiveCount: this.host.state.archiveNames().size, pauses: pacer.rests };
   }
 
   /**
@@ -239,12 +247,12 @@ export class GarbageCollector {
   }
 
   /** Step 2: what is needed and who holds it (gc-plan.ts). */
-  plan(dyingNames: ReadonlySet<string> = new Set()): GcPlan {
-    return makePlan(this.host, this.host.now() - this.keepHistoryMs, dyingNames);
+  private plan(dyingNames: ReadonlySet<string>, pacer: Pacer): Promise<GcPlan> {
+    return makePlan(this.host, this.host.now() - this.keepHistoryMs, dyingNames, pacer);
   }
 
   /** Own kept archives that are small or mostly dead, when there are enough of them (step 3). */
-  private repackCandidates(plan: GcPlan): number[] {
+  private async repackCandidates(plan: GcPlan, pacer: Pacer): Promise<number[]> {
     const t = this.repackThresholds;
     const liveBytes = new Map<number, number>();
     const liveBlocks = new Map<number, number>();
@@ -255,6 +263,7 @@ export class GarbageCollector {
       const stored = this.host.index.stored(holder, Buffer.from(hex, 'hex'));
       liveBytes.set(holder, (liveBytes.get(holder) ?? 0) + (stored?.location.storedSizeBytes ?? 0));
       liveBlocks.set(holder, (liveBlocks.get(holder) ?? 0) + 1);
+      if (pacer.due()) await pacer.rest();
     }
     for (const holder of plan.versionHolder.values()) liveVersions.set(holder, (liveVersions.get(holder) ?? 0) + 1);
     const dead = new Set(plan.dead);

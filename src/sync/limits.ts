@@ -102,6 +102,8 @@ export const gcIntervalMsDefault = 30_000;
 export const gcQuietMsDefault = 1_000;
 /** ...but not longer than this after it fell due, so a mount that is never idle still collects. */
 export const gcDeferMaxMsDefault = 5 * 60_000;
+/** GC planning gives the event loop (FUSE requests) a turn after this much work. */
+export const gcSliceMsDefault = 4;
 /** A retired archive stays this long after its rm-log entry: other mounts of the dir import its successors first. */
 export const retireGraceMsDefault = 10_000;
 /** An own archive whose zip is smaller than this is "small": a repack candidate. */
