@@ -331,7 +331,7 @@ async function runForeground(options: MountOptions): Promise<number> {
     const history = options.at === undefined ? { watch: true } : { watch: false, readOnly: true, asOfNs: options.at };
     sync = await SyncEngine.start(fs, { syncDir: options.syncDir, boxid, publishDelayMs: options.publishDelayMs, log, ...history,
       gc: { keepHistoryMs: options.keepHistoryMs }, gcIntervalMs: options.gcIntervalMs,
-      // GC waits while the mount serves requests (a 1 GiB store's plan holds the JS thread ~2 s).
+      // GC waits while the mount serves requests (a 1 GiB store's plan holds the JS thread 0.2–1.8 s).
       gcYield: { activity: () => handle?.requestCount() ?? 0 } });
     log(`sync ready in ${Date.now() - started} ms (boxid ${boxid})${options.at === undefined ? '' : `; read-only view as of ${isoOfNs(options.at)}`}`);
     // A history mount is read-only in the kernel (every write is EROFS before it reaches us).
