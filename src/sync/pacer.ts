@@ -1,8 +1,8 @@
 /**
  * Long loops on the JS thread, which also answers FUSE requests, give the event loop a turn every
  * slice: `if (pacer.due()) await pacer.rest();` inside the loop. A request that arrives meanwhile
- * then waits at most about one slice instead of the whole loop (a GC plan of a 1 GiB store held
- * the thread 1.8 s in one piece, a 1 GiB store with its LMDB pages not cached).
+ * then waits at most about one slice instead of the whole loop (a GC plan held the thread 1.8 s
+ * in one piece: a 1 GiB store whose LMDB pages were not in the page cache).
  */
 export class Pacer {
   private sliceEndMs: number;
