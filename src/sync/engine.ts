@@ -412,8 +412,8 @@ export class SyncEngine {
 
   /**
    * Runs GC after `delayMs`, or later while the mount is busy: a plan reads every block of every
-   * kept version on the JS thread (0.2 s for a 1 GiB store, 1.8 s with its LMDB pages not cached), and during it no FUSE request
-   * is answered. `dueMs`: when the run first fell due.
+   * kept version on the JS thread (0.2 s for a 1 GiB store, 1.8 s with its LMDB pages not cached),
+   * and every request waits for its slices meanwhile. `dueMs`: when the run first fell due.
    */
   private armGc(delayMs: number, dueMs: number | undefined): void {
     this.gcTimer = setTimeout(() => {
