@@ -571,7 +571,7 @@ test('automatic GC waits while the mount serves requests: it runs once they stop
   }
 });
 
-test('GC planning gives the event loop a turn between slices of its per-block loops, and plans the same', async () => {
+test('GC planning gives the event loop a turn between slices of its per-block loops, and the store reads the same after the run', async () => {
   const box = await openSyncBox(dir()); // the fixture's slice is 0: a turn every 64 steps
   try {
     writeBoxFile(box, '/big', Buffer.from(Array.from({ length: 1024 * 1024 }, (_, i) => (i * 7) & 0xff)));
